@@ -1,0 +1,122 @@
+"""The stages of one experiment and how they hand over.
+
+Each stage is a function ``stage(ctx)``. Stages hand over through artifacts on
+disk, found by a hash of the config subtree they depend on, so each can run
+alone (``stages=[recon_eval]``) and a sweep over generator settings reuses one
+trained tokenizer. Stage functions are imported lazily: running ``preview``
+does not import the generator.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hartkit.records import ResultRecord, new_run_id, write_record
+from hartkit.utils import distributed as dist_utils
+from hartkit.utils.env import git_commit, hardware_info, resolve_device, seed_everything
+from hartkit.utils.experiment_logger import build_logger
+from hartkit.utils.hashing import config_hash
+
+log = logging.getLogger(__name__)
+
+# stage name -> "module:function"
+STAGES: dict[str, str] = {
+    "preview": "hartkit.stages.preview:run",
+    "tokenizer": "hartkit.stages.tokenizer:run",
+    "recon_eval": "hartkit.stages.recon_eval:run",
+    "generator": "hartkit.stages.generator:run",
+    "gen_eval": "hartkit.stages.gen_eval:run",
+    "leaderboard": "hartkit.stages.leaderboard:run",
+}
+
+# config subtrees each artifact depends on (a change elsewhere does not retrain it)
+ARTIFACT_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "tokenizer": ("data", "tokenizer", "seed"),
+    "generator": ("data", "tokenizer", "ar", "seed"),
+}
+
+
+class StageError(RuntimeError):
+    """A stage cannot run; the message says why and what to do."""
+
+
+@dataclass
+class RunContext:
+    cfg: DictConfig
+    device: torch.device
+    run_id: str
+    logger: Any
+    state: dict[str, Any] = field(default_factory=dict)  # in-memory hand-over within one run
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.cfg.paths.results)
+
+    def artifact_dir(self, artifact: str) -> Path:
+        """Folder of an artifact ('tokenizer', 'generator'), named by its config hash."""
+        deps = ARTIFACT_DEPENDENCIES[artifact]
+        subtrees = [OmegaConf.select(self.cfg, d) for d in deps]
+        name = self.cfg.tokenizer.name if artifact == "tokenizer" else f"{self.cfg.tokenizer.name}-{self.cfg.ar.name}"
+        return Path(self.cfg.paths.artifacts) / artifact / f"{name}-{config_hash(*subtrees)}"
+
+    def resolved_config(self) -> dict[str, Any]:
+        return OmegaConf.to_container(self.cfg, resolve=True)  # type: ignore[return-value]
+
+    def save_record(self, record: ResultRecord) -> Path | None:
+        """Fill in provenance and write the record (rank 0 only)."""
+        record.run_id = self.run_id
+        record.config = record.config or self.resolved_config()
+        record.hardware = record.hardware or hardware_info(self.device)
+        record.git_commit = record.git_commit or git_commit()
+        record.command = record.command or " ".join(["python", *sys.argv])
+        self.logger.log_record(record.to_dict())
+        if not dist_utils.is_main():
+            return None
+        path = write_record(self.results_dir, record)
+        log.info("wrote record %s", path)
+        return path
+
+
+def load_stage(name: str):
+    if name not in STAGES:
+        raise StageError(f"unknown stage {name!r}; known stages: {sorted(STAGES)}")
+    module, fn = STAGES[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), fn)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise StageError(f"stage {name!r} is not available in this version of hartkit ({module} missing)") from exc
+        raise
+
+
+def run_pipeline(cfg: DictConfig) -> RunContext:
+    device = resolve_device(cfg.device)
+    dist_utils.init_distributed(device.type)
+    if device.type == "cuda" and dist_utils.is_dist():
+        device = torch.device("cuda", dist_utils.local_rank())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed + dist_utils.rank())
+    run_id = dist_utils.broadcast_object(cfg.run_name or new_run_id())
+    logger = build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), run_name=cfg.run_name)
+    ctx = RunContext(cfg=cfg, device=device, run_id=run_id, logger=logger)
+    stage_fns = [(name, load_stage(name)) for name in cfg.stages]  # fail before any work on a typo
+    log.info("run %s on %s: stages %s", run_id, device, list(cfg.stages))
+    try:
+        for name, fn in stage_fns:
+            t0 = time.perf_counter()
+            log.info("stage %s: start", name)
+            fn(ctx)
+            log.info("stage %s: done in %.1fs", name, time.perf_counter() - t0)
+    finally:
+        logger.finish()
+    return ctx
