@@ -1,0 +1,28 @@
+# Thin wrappers around the README's commands.
+PY := .venv/bin/python
+
+.PHONY: setup run compare test test-fast lint leaderboard preview
+
+setup:
+	bash scripts/setup.sh
+
+run: setup            ## the main job on the embedded default data
+	$(PY) run.py tokenizer=hybrid
+
+compare: setup        ## the three tokenizers, same data and protocol
+	$(PY) run.py -m tokenizer=discrete,continuous,hybrid
+
+test: setup           ## the full suite (slow tests included), as CI runs it
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint:
+	.venv/bin/ruff check .
+
+leaderboard:
+	$(PY) -m hartkit.eval.leaderboard
+
+preview:
+	$(PY) run.py stages=[preview] data=synthscenes

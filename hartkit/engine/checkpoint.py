@@ -1,0 +1,159 @@
+"""Crash-safe training checkpoints.
+
+Layout of a checkpoint folder::
+
+    checkpoints/
+      latest.json               {"step": 1200, "dir": "step_00001200"}  (rewritten last, atomically)
+      step_00001200/
+        model.safetensors       one file per module (weights; EMA copy too)
+        state.pt                optimizers, schedulers, RNG states, extra (loaded with weights_only=True)
+
+A step folder is built under a temporary name and renamed into place in one
+``os.replace``; ``latest.json`` is replaced only afterwards. A process killed at
+any point therefore leaves either the previous checkpoint or the new one, never
+a half-written one that a reader could pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+from hartkit.utils.distributed import barrier, is_main
+from hartkit.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointManager:
+    def __init__(self, directory: str | os.PathLike, keep: int = 2):
+        self.directory = Path(directory)
+        self.keep = max(1, keep)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _pointer(self) -> dict[str, Any] | None:
+        path = self.directory / "latest.json"
+        if not path.exists():
+            return None
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def latest_step(self) -> int | None:
+        pointer = self._pointer()
+        return None if pointer is None else int(pointer["step"])
+
+    def latest_dir(self) -> Path | None:
+        pointer = self._pointer()
+        return None if pointer is None else self.directory / pointer["dir"]
+
+    def load_weights(self, models: dict[str, torch.nn.Module | None], step_dir: Path | None = None) -> None:
+        step_dir = step_dir or self.latest_dir()
+        if step_dir is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        for name, module in models.items():
+            if module is None:
+                continue
+            path = step_dir / f"{name}.safetensors"
+            if not path.exists():
+                raise CheckpointError(f"checkpoint {step_dir} has no weights for {name!r} ({path.name})")
+            missing, unexpected = load_model(module, str(path), strict=False)
+            if missing or unexpected:
+                raise CheckpointError(
+                    f"{path} does not match the model {name!r}: missing keys {sorted(missing)}, "
+                    f"unexpected keys {sorted(unexpected)}"
+                )
+
+    def load(self, models: dict[str, torch.nn.Module | None], optimizers: dict[str, Any] | None = None,
+             schedulers: dict[str, Any] | None = None, map_location: Any = "cpu", restore_rng: bool = True) -> dict:
+        """Restore everything saved by ``save``; returns ``extra`` with ``step``."""
+        step_dir = self.latest_dir()
+        if step_dir is None:
+            raise CheckpointError(f"no checkpoint to resume from in {self.directory}")
+        self.load_weights(models, step_dir)
+        state = torch.load(step_dir / "state.pt", map_location=map_location, weights_only=True)
+        for name, opt in (optimizers or {}).items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in (schedulers or {}).items():
+            if sched is not None:
+                sched.load_state_dict(state["schedulers"][name])
+        if restore_rng:
+            _set_rng_state(state["rng"])
+        extra = dict(state.get("extra", {}))
+        extra["step"] = int(state["step"])
+        log.info("resumed from %s (step %d)", step_dir, extra["step"])
+        return extra
+
+    # -- writing ---------------------------------------------------------------------------
+    def save(self, step: int, models: dict[str, torch.nn.Module | None], optimizers: dict[str, Any] | None = None,
+             schedulers: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path | None:
+        """Write a checkpoint (rank 0) and wait for it on every rank."""
+        final = self.directory / f"step_{step:08d}"
+        if is_main():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self.directory / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                for name, module in models.items():
+                    if module is not None:
+                        save_model(module, str(tmp / f"{name}.safetensors"))
+                state = {
+                    "step": step,
+                    "optimizers": {k: v.state_dict() for k, v in (optimizers or {}).items()},
+                    "schedulers": {k: v.state_dict() for k, v in (schedulers or {}).items() if v is not None},
+                    "rng": _rng_state(),
+                    "extra": extra or {},
+                }
+                torch.save(state, tmp / "state.pt")
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            atomic_write_json(self.directory / "latest.json", {"step": step, "dir": final.name})
+            self._prune(keep_dir=final)
+        barrier()
+        return final if is_main() else None
+
+    def _prune(self, keep_dir: Path) -> None:
+        step_dirs = sorted(p for p in self.directory.glob("step_*") if p.is_dir())
+        for old in step_dirs[: -self.keep]:
+            if old != keep_dir:
+                shutil.rmtree(old, ignore_errors=True)
+        for stale in self.directory.glob(".tmp-*"):  # left by a killed writer
+            shutil.rmtree(stale, ignore_errors=True)
