@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -9,6 +12,17 @@ from hartkit.config import register_configs
 from hartkit.utils.logging import setup_logging
 
 register_configs()
+
+
+def _only_rank_zero_writes_hydra_files() -> None:
+    """Under torchrun every rank enters @hydra.main; only rank 0 may create the output folder and its logs."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        sys.argv += [
+            "hydra.output_subdir=null",
+            "hydra.run.dir=.",
+            "hydra/job_logging=disabled",
+            "hydra/hydra_logging=disabled",
+        ]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -20,4 +34,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    _only_rank_zero_writes_hydra_files()
     main()

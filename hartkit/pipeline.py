@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hartkit.kernels import set_backend as set_kernel_backend
 from hartkit.records import ResultRecord, new_run_id, write_record
 from hartkit.utils import distributed as dist_utils
 from hartkit.utils.env import git_commit, hardware_info, resolve_device, seed_everything
@@ -43,6 +44,11 @@ ARTIFACT_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "tokenizer": ("data", "tokenizer", "seed"),
     "generator": ("data", "tokenizer", "ar", "seed"),
 }
+# settings inside those subtrees that do not change the trained weights (sampling is done after training)
+ARTIFACT_IGNORED: dict[str, tuple[str, ...]] = {
+    "tokenizer": ("data.num_workers",),
+    "generator": ("data.num_workers", "ar.sampling"),
+}
 
 
 class StageError(RuntimeError):
@@ -63,10 +69,16 @@ class RunContext:
 
     def artifact_dir(self, artifact: str) -> Path:
         """Folder of an artifact ('tokenizer', 'generator'), named by its config hash."""
-        deps = ARTIFACT_DEPENDENCIES[artifact]
-        subtrees = [OmegaConf.select(self.cfg, d) for d in deps]
+        relevant = OmegaConf.masked_copy(self.cfg, list(ARTIFACT_DEPENDENCIES[artifact]))
+        relevant = OmegaConf.to_container(relevant, resolve=True)
+        for dotted in ARTIFACT_IGNORED.get(artifact, ()):
+            *parents, leaf = dotted.split(".")
+            node = relevant
+            for p in parents:
+                node = node.get(p, {})
+            node.pop(leaf, None)
         name = self.cfg.tokenizer.name if artifact == "tokenizer" else f"{self.cfg.tokenizer.name}-{self.cfg.ar.name}"
-        return Path(self.cfg.paths.artifacts) / artifact / f"{name}-{config_hash(*subtrees)}"
+        return Path(self.cfg.paths.artifacts) / artifact / f"{name}-{config_hash(relevant)}"
 
     def resolved_config(self) -> dict[str, Any]:
         return OmegaConf.to_container(self.cfg, resolve=True)  # type: ignore[return-value]
@@ -105,6 +117,7 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
         device = torch.device("cuda", dist_utils.local_rank())
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    set_kernel_backend(cfg.kernels)
     seed_everything(cfg.seed + dist_utils.rank())
     run_id = dist_utils.broadcast_object(cfg.run_name or new_run_id())
     logger = build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), run_name=cfg.run_name)
