@@ -46,6 +46,7 @@ class Config:
     retrain: bool = False  # ignore a finished artifact with the same config hash
     run_name: Optional[str] = None
     threads: Optional[int] = None  # torch CPU threads (None: torch's default)
+    preview_samples: int = 16  # images in the preview stage's grid
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

@@ -46,8 +46,8 @@ ARTIFACT_DEPENDENCIES: dict[str, tuple[str, ...]] = {
 }
 # settings inside those subtrees that do not change the trained weights (sampling is done after training)
 ARTIFACT_IGNORED: dict[str, tuple[str, ...]] = {
-    "tokenizer": ("data.num_workers",),
-    "generator": ("data.num_workers", "ar.sampling"),
+    "tokenizer": ("data.num_workers", "data.cache_dir"),
+    "generator": ("data.num_workers", "data.cache_dir", "ar.sampling"),
 }
 
 

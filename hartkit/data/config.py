@@ -1,24 +1,31 @@
-"""Schema of the `data` config group."""
+"""Schema of the `data` config group (see hartkit/data/README.md for each dataset)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 
 @dataclass
 class DataConfig:
     name: str = "synthscenes"  # synthscenes | photos | mjhq30k | imagefolder
-    resolution: int = 64
+    resolution: int = 64  # every image is square at this size (centre crop + resize)
     train_size: int = 2000  # generated datasets: images in the train split
     test_size: int = 500  # generated datasets: images in the test split
-    seed: int = 0
-    path: Optional[str] = None  # mjhq30k / imagefolder: local folder or zip
-    captions: Optional[str] = None  # imagefolder: optional captions file
+    seed: int = 0  # generated datasets: scene / crop i of a split is a function of (seed, split, i)
+    # synthscenes
+    max_objects: int = 3  # 1..max_objects objects per scene (at most 9: one per grid cell)
+    backgrounds: list[str] = field(default_factory=lambda: ["photo", "gradient", "noise"])
+    supersample: int = 0  # anti-aliasing factor for the shapes; 0: 4 up to 256 px, else 2
+    # photos
+    crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])  # crop side / photo's shorter side
+    # file-backed datasets (mjhq30k, imagefolder)
+    path: Optional[str] = None  # local folder or zip
+    captions: Optional[str] = None  # imagefolder: captions file; mjhq30k: meta_data.json (default: beside path)
     hub_id: Optional[str] = None  # mjhq30k: HF hub id, used only when path is unset
     categories: Optional[list[str]] = None  # keep only these categories
-    subset: Optional[int] = None  # keep the first N images (after the category filter)
-    resize_filter: str = "bicubic"  # PIL filter used by the centre-crop + resize protocol
-    strict: bool = False  # raise on unreadable images instead of skipping them
-    num_workers: int = 0
-    cache_dir: Optional[str] = None
+    subset: Optional[int] = None  # keep the first N images of the category-interleaved sorted order
+    resize_filter: str = "bicubic"  # PIL filter of the centre-crop + resize protocol (and photos crops)
+    strict: bool = False  # raise on unreadable images instead of skipping them with a warning
+    num_workers: int = 0  # DataLoader workers, and processes rendering generated datasets (same data)
+    cache_dir: Optional[str] = None  # generated datasets: save/load built splits here (None: memory only)
