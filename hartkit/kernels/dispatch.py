@@ -6,6 +6,8 @@ import logging
 
 import torch
 
+from hartkit.kernels._triton_env import interpreting
+
 log = logging.getLogger(__name__)
 
 _BACKEND = "auto"
@@ -40,6 +42,10 @@ def resolve(device: torch.device, backend: str | None = None) -> str:
         return "torch"
     if backend == "triton":
         if not triton_available():
-            raise RuntimeError("kernels=triton was requested but Triton does not import; use kernels=torch")
+            raise RuntimeError("kernels=triton was requested but Triton does not import; "
+                               "install triton (Linux + CUDA) or use kernels=torch / kernels=auto")
+        if device.type != "cuda" and not interpreting():
+            raise RuntimeError(f"kernels=triton needs CUDA tensors, got {device.type}; use kernels=auto or "
+                               "kernels=torch here (TRITON_INTERPRET=1 runs Triton's slow interpreter, for tests)")
         return "triton"
     return "triton" if device.type == "cuda" and triton_available() else "torch"
