@@ -28,8 +28,10 @@ def _only_rank_zero_writes_hydra_files() -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from hartkit.pipeline import run_pipeline
+    from hartkit.scaleout.launch import export_submitit_task_env
 
     setup_logging()
+    export_submitit_task_env()  # tasks of one submitit/SLURM job join one DDP group, as under torchrun
     run_pipeline(cfg)
 
 

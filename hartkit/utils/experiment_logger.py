@@ -39,7 +39,9 @@ class WandbLogger(NullLogger):
             mode=mode,
             name=run_name,
             tags=list(cfg.tags),
-            config=full_config,
+            # dotted keys, as the sweep parameters are named: a nested dict under a key the sweep
+            # sets (e.g. `tokenizer` for tokenizer=hybrid) would be dropped by W&B's sweep lock
+            config=flatten_config(full_config),
         )
         self.log_images = cfg.log_images
         log.info("W&B run %s (mode=%s)", self.run.name if self.run else None, mode or "online")
@@ -61,6 +63,18 @@ class WandbLogger(NullLogger):
 
     def finish(self) -> None:
         self._wandb.finish()
+
+
+def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def build_logger(cfg, full_config: dict[str, Any], run_name: str | None = None):

@@ -1,0 +1,101 @@
+"""Sharded evaluation: rank r scores items r::W; merged statistics equal the single-process ones."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from hartkit.eval.frechet import FrechetStats, compute_fd
+from hartkit.scaleout.sharding import gather_in_order, shard, shard_indices, unshard
+
+CATEGORIES = ["animals", "people", "objects"]
+
+
+@pytest.mark.parametrize("n,world", [(0, 2), (1, 2), (7, 2), (10, 3), (5, 8)])
+def test_shards_partition_the_items_and_unshard_restores_order(n, world):
+    items = [f"prompt {i}" for i in range(n)]
+    parts = [shard(items, r, world) for r in range(world)]
+    assert sorted(i for r in range(world) for i in shard_indices(n, r, world)) == list(range(n))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1  # balanced
+    assert unshard(parts) == items
+
+
+def test_bad_rank_and_mismatched_shards_are_rejected():
+    with pytest.raises(ValueError, match="rank 2"):
+        shard_indices(10, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="rank 0 holds 3 items"):
+        unshard([[0, 2, 4], [1]])
+
+
+def test_frechet_sums_of_shards_merge_exactly():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(41, 8, generator=g, dtype=torch.float64), torch.randn(37, 8, generator=g, dtype=torch.float64) + 0.3
+    whole = compute_fd(FrechetStats.from_features(a), FrechetStats.from_features(b))
+    merged = FrechetStats(8)
+    for r in range(3):
+        merged.merge(FrechetStats.from_features(a[shard_indices(len(a), r, 3)]))
+    assert compute_fd(merged, FrechetStats.from_features(b)) == pytest.approx(whole, rel=1e-9, abs=1e-12)
+
+
+def _images(seed: int, n: int = 30) -> tuple[torch.Tensor, list[str]]:
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.rand(n, 3, 32, 32, generator=g)
+    imgs[: n // 2] *= 0.6  # two populations, so the distance is far from zero
+    return imgs, [CATEGORIES[i % len(CATEGORIES)] for i in range(n)]
+
+
+def _metrics():
+    from omegaconf import OmegaConf
+
+    from hartkit.eval.generation import GenerationMetrics
+
+    cfg = OmegaConf.create({"fd_features": ["fd_embedded"], "clip_score": [], "prompt_accuracy": False,
+                            "per_category": True})
+    return GenerationMetrics(cfg, "cpu")
+
+
+def _score(rank: int | None, world: int | None) -> tuple[dict, list[str]]:
+    ref, ref_cats = _images(0)
+    gen, gen_cats = _images(1)
+    m = _metrics()
+    mine_ref = shard_indices(len(ref), rank, world) if rank is not None else list(range(len(ref)))
+    mine_gen = shard_indices(len(gen), rank, world) if rank is not None else list(range(len(gen)))
+    for chunk in (mine_ref[:4], mine_ref[4:]):  # several batches per rank, as a loader would give
+        m.add_reference(ref[chunk], [ref_cats[i] for i in chunk])
+    m.sync_reference()
+    m.update(gen[mine_gen], None, [gen_cats[i] for i in mine_gen])
+    names = gather_in_order([f"sample_{i:05d}.png" for i in mine_gen])
+    return m.compute(), names
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        metrics, names = _score(rank, world)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"metrics": metrics, "names": names}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_give_the_single_process_fd(tmp_path):
+    world = 2
+    mp.start_processes(_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world,
+                       start_method="spawn", join=True)
+    single, names = _score(None, None)
+    for r in range(world):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert got["names"] == names == [f"sample_{i:05d}.png" for i in range(30)]
+        assert got["metrics"].keys() == single.keys()
+        assert {"fd_embedded", "fd_embedded/animals", "num_images", "num_reference"} <= single.keys()
+        assert single["fd_embedded"] > 1e-3
+        for key, value in single.items():  # float64 sums in another order: equal to rounding
+            assert got["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
