@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import hydra
 from omegaconf import DictConfig
@@ -17,9 +18,11 @@ register_configs()
 def _only_rank_zero_writes_hydra_files() -> None:
     """Under torchrun every rank enters @hydra.main; only rank 0 may create the output folder and its logs."""
     if int(os.environ.get("RANK", "0")) != 0:
+        scratch = tempfile.mkdtemp(prefix=f"hartkit-rank{os.environ['RANK']}-")
         sys.argv += [
             "hydra.output_subdir=null",
             "hydra.run.dir=.",
+            f"hydra.sweep.dir={scratch}",
             "hydra/job_logging=disabled",
             "hydra/hydra_logging=disabled",
         ]

@@ -98,8 +98,10 @@ def new_run_id() -> str:
 
 
 def record_path(results_dir: str | os.PathLike, record: ResultRecord) -> Path:
-    safe_label = "".join(c if c.isalnum() or c in "-_+." else "_" for c in record.label)
-    return Path(results_dir) / "records" / record.stage / f"{safe_label}__{record.run_id}.json"
+    safe = lambda text: "".join(c if c.isalnum() or c in "-_+." else "_" for c in text)
+    # the suffix keeps records of jobs that share a run_name (multirun, sweeps) from overwriting each other
+    suffix = uuid.uuid4().hex[:6]
+    return Path(results_dir) / "records" / record.stage / f"{safe(record.label)}__{safe(record.run_id)}__{suffix}.json"
 
 
 def write_record(results_dir: str | os.PathLike, record: ResultRecord) -> Path:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
-from hartkit.utils.distributed import barrier, is_main
+from hartkit.utils.distributed import barrier, is_dist, is_main, rank, world_size
 from hartkit.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,30 @@ def _rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _gather_rng_states() -> list[dict[str, Any]]:
+    """Every rank's RNG state (index = rank): ranks draw different noise and must resume with their own."""
+    mine = _rng_state()
+    if not is_dist():
+        return [mine]
+    states: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(states, mine)
+    return states
+
+
+def _restore_rng(saved: Any) -> None:
+    states = saved if isinstance(saved, list) else [saved]
+    if len(states) == world_size():
+        _set_rng_state(states[rank()])
+        return
+    # resumed with a different number of processes: rank 0's stream, then a distinct offset per rank
+    _set_rng_state(states[0])
+    if rank() > 0:
+        offset = int(torch.randint(0, 2**31 - 1, (1,)).item()) + rank()
+        torch.manual_seed(offset)
+        np.random.seed(offset)
+        random.seed(offset)
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -112,7 +136,7 @@ class CheckpointManager:
             if sched is not None:
                 sched.load_state_dict(state["schedulers"][name])
         if restore_rng:
-            _set_rng_state(state["rng"])
+            _restore_rng(state["rng"])
         extra = dict(state.get("extra", {}))
         extra["step"] = int(state["step"])
         log.info("resumed from %s (step %d)", step_dir, extra["step"])
@@ -123,6 +147,7 @@ class CheckpointManager:
              schedulers: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path | None:
         """Write a checkpoint (rank 0) and wait for it on every rank."""
         final = self.directory / f"step_{step:08d}"
+        rng_states = _gather_rng_states()  # collective: every rank takes part
         if is_main():
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp = self.directory / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -135,7 +160,7 @@ class CheckpointManager:
                     "step": step,
                     "optimizers": {k: v.state_dict() for k, v in (optimizers or {}).items()},
                     "schedulers": {k: v.state_dict() for k, v in (schedulers or {}).items() if v is not None},
-                    "rng": _rng_state(),
+                    "rng": rng_states,
                     "extra": extra or {},
                 }
                 torch.save(state, tmp / "state.pt")

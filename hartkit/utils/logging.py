@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-
-from hartkit.utils.distributed import is_main
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -15,7 +14,9 @@ def setup_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s %(levelname)s] %(message)s", "%H:%M:%S"))
     root.handlers[:] = [handler]
-    root.setLevel(level if is_main() else logging.WARNING)
+    # read RANK from torchrun's environment: this runs before the process group exists
+    is_rank_zero = int(os.environ.get("RANK", "0")) == 0
+    root.setLevel(level if is_rank_zero else logging.WARNING)
     root._hartkit_configured = True  # type: ignore[attr-defined]
     for noisy in ("PIL", "matplotlib", "urllib3", "datasets", "fsspec", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
