@@ -1,4 +1,12 @@
-"""Schema of the `eval` config group (protocols and feature extractors)."""
+"""Schema of the `eval` config group (protocols, feature extractors, local weights).
+
+Every number is stored with its protocol (see hartkit/eval/protocols.py); only
+Inception-v3 Fréchet distances are called ``fid`` (``rfid`` for
+reconstructions), any other feature space names itself (``fd_embedded``,
+``fd_clip``; ``rfd_embedded`` ...). Nothing here downloads: weights come from
+local paths (or clean-fid's cache for Inception), the embedded evaluator ships
+in the package.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +16,20 @@ from typing import Optional
 
 @dataclass
 class EvalConfig:
-    protocol: str = "embedded"  # embedded | mjhq30k
-    num_images: int = 500  # images scored per protocol (generation: prompts)
+    protocol: str = "embedded"  # embedded | mjhq30k (hartkit.eval.protocols)
+    num_images: int = 500  # images scored per protocol (generation: prompts, one image each)
     batch_size: int = 64
-    resolution: Optional[int] = None  # None: the data resolution
-    resize_filter: str = "bicubic"
-    # Fréchet-distance feature spaces to compute; only "fid" (Inception-v3) is called FID.
+    resolution: Optional[int] = None  # comparison resolution; None: the data resolution
+    resize_filter: str = "bicubic"  # PIL filter that brings reference images to `resolution`
+    # Fréchet-distance feature spaces: fd_embedded | fid (Inception-v3, clean-fid) | fd_clip | fd_dinov2 (reserved)
     fd_features: list[str] = field(default_factory=lambda: ["fd_embedded"])
-    clip_score: list[str] = field(default_factory=lambda: ["clip_score_embedded"])
-    prompt_accuracy: bool = True
-    inception_weights: Optional[str] = None  # local path to inception-2015-12-05.pt
-    clip_model: str = "ViT-L-14"
-    clip_pretrained: Optional[str] = None  # local checkpoint path or open_clip tag
+    clip_score: list[str] = field(default_factory=lambda: ["clip_score_embedded"])  # clip_score_embedded | clip_score
+    prompt_accuracy: bool = True  # zero-shot main-object shape/colour check (synthscenes-grammar prompts)
+    inception_weights: Optional[str] = None  # inception-2015-12-05.pt (file or folder); None: clean-fid's cache (/tmp)
+    clip_model: str = "ViT-L-14"  # open_clip model of `clip_score`
+    clip_pretrained: Optional[str] = None  # local checkpoint file; an open_clip tag ('openai') lets open_clip download
     fd_clip_model: str = "ViT-B-32"
-    fd_clip_pretrained: Optional[str] = None
-    embedded_weights: Optional[str] = None  # None: the weights shipped in hartkit
-    stats_cache: str = "artifacts/fd_stats"
-    per_category: bool = True
+    fd_clip_pretrained: Optional[str] = None  # local checkpoint file (or an open_clip tag, as above)
+    embedded_weights: Optional[str] = None  # None: the weights shipped in hartkit (sha256-checked)
+    stats_cache: str = "artifacts/fd_stats"  # cached reference statistics (npz, one per protocol + extractor)
+    per_category: bool = True  # also <metric>/<category> numbers
