@@ -17,7 +17,7 @@ from hartkit.data.config import DataConfig
 from hartkit.eval.config import EvalConfig
 from hartkit.tokenizers.config import TokenizerConfig
 
-DEFAULT_STAGES = ["tokenizer", "recon_eval", "leaderboard"]
+DEFAULT_STAGES = ["tokenizer", "recon_eval", "generator", "gen_eval", "leaderboard"]
 
 
 @dataclass

@@ -46,8 +46,10 @@ ARTIFACT_DEPENDENCIES: dict[str, tuple[str, ...]] = {
 }
 # settings inside those subtrees that do not change the trained weights (sampling is done after training)
 ARTIFACT_IGNORED: dict[str, tuple[str, ...]] = {
-    "tokenizer": ("data.num_workers", "data.cache_dir"),
-    "generator": ("data.num_workers", "data.cache_dir", "ar.sampling"),
+    "tokenizer": ("data.num_workers", "data.cache_dir", "tokenizer.train.log_every", "tokenizer.train.grid_every",
+                  "tokenizer.train.grid_images", "tokenizer.train.checkpoint_every"),
+    "generator": ("data.num_workers", "data.cache_dir", "ar.sampling", "ar.train.log_every", "ar.train.grid_every",
+                  "ar.train.grid_size", "ar.train.checkpoint_every"),
 }
 
 

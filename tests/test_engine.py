@@ -150,3 +150,12 @@ def test_artifact_is_unreadable_until_done(tmp_path):
     assert is_finished(tmp_path)
     other = load_artifact_weights(tmp_path, Tiny())
     assert torch.equal(other.lin.weight, model.lin.weight)
+
+
+def test_creating_step_batches_does_not_touch_the_global_rng():
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    it = StepBatches(list(range(10)), batch_size=4, seed=0, collate_fn=list)
+    next(it)
+    assert torch.equal(torch.rand(2), expected)

@@ -1,4 +1,10 @@
-"""Schema of the `ar` config group (autoregressive generator)."""
+"""Schema of the `ar` config group (autoregressive generator).
+
+Presets live in ``conf/ar/*.yaml``; the text encoder is a nested group
+``conf/ar/text_encoder/{learned,clip,hf}.yaml`` (``ar/text_encoder=clip`` on the
+command line). The sizes of the token sequence (scales, vocabulary, latent
+channels) are not set here: they come from the tokenizer the generator sits on.
+"""
 
 from __future__ import annotations
 
@@ -8,51 +14,63 @@ from typing import Optional
 
 @dataclass
 class TextEncoderConfig:
-    name: str = "learned"  # learned | clip | hf | none (class conditioning)
-    max_len: int = 32
+    name: str = "learned"  # learned | clip | hf
+    max_len: int = 40  # prompt tokens (padded / truncated; synthscenes prompts: mean 26, max 42); HART: 300
+    # learned: width/depth/heads of the small transformer trained with the generator.
+    # clip / hf: output width of the frozen model (checked when it loads; used for meta-device sizing).
     width: int = 128
     depth: int = 2
-    model: Optional[str] = None  # clip: open_clip model name; hf: model id or local path
-    pretrained: Optional[str] = None
+    heads: int = 4
+    # learned: BPE ids are folded into this many embedding rows (id % buckets) so a tiny model does not
+    # carry open_clip's full 49408-row table; 0 keeps the full vocabulary.
+    vocab_buckets: int = 8192
+    model: Optional[str] = None  # clip: open_clip model name (e.g. ViT-B-32); hf: model id or local folder
+    pretrained: Optional[str] = None  # clip: local weights file; hf: local folder (overrides model)
 
 
 @dataclass
 class DiffusionHeadConfig:
     width: int = 256
-    depth: int = 3
-    num_train_steps: int = 1000
-    num_sample_steps: int = 8
-    learn_sigma: bool = False
-    latent_scale: float = 1.0
-    batch_mul: int = 4
-    cfg: float = 1.0
+    depth: int = 3  # AdaLN residual blocks (HART: 6 x 1024)
+    num_train_steps: int = 1000  # cosine schedule
+    num_sample_steps: int = 8  # evenly respaced ancestral (DDPM) steps at sampling
+    learn_sigma: bool = False  # also predict the variance (IDDPM hybrid loss); HART: true
+    latent_scale: float = 1.0  # targets are multiplied by this before diffusion (HART: 0.6)
+    batch_mul: int = 4  # each token is trained this many times per step with fresh t / noise
+    cfg: Optional[float] = None  # guidance of the diffusion head; None: the same ramp as the logits
 
 
 @dataclass
 class ARTrainConfig:
-    steps: int = 1500
+    steps: int = 300
     batch_size: int = 32
-    lr: float = 4e-4  # at batch 256; scaled linearly with batch_size
+    lr: float = 1.6e-2  # at batch 256; scaled linearly with batch_size (2e-3 at 32; VAR: 1e-4 at paper scale)
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    warmup_steps: int = 100
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.1
     grad_clip: float = 2.0
-    ema_decay: float = 0.0
-    cond_drop_p: float = 0.1
-    final_scale_keep: float = 0.2  # hybrid/continuous: fraction of final-scale tokens the diffusion head trains on
-    checkpoint_every: int = 500
-    log_every: int = 50
-    grid_every: int = 0
-    amp: bool = True
+    ema_decay: float = 0.0  # 0 disables weight EMA
+    cond_drop_p: float = 0.1  # per-sample condition dropout (null class / empty prompt) for CFG
+    final_scale_keep: float = 0.2  # hybrid/continuous: fraction of final-scale tokens kept in the training sequence
+    checkpoint_every: int = 200
+    log_every: int = 25
+    grid_every: int = 0  # 0: only at the end
+    grid_size: int = 16  # images in the sample grid
+    amp: bool = True  # bf16 autocast on GPU only
 
 
 @dataclass
 class SamplingConfig:
-    cfg: float = 3.0
-    top_k: int = 0
-    top_p: float = 0.0
+    cfg: float = 3.0  # guidance at the last scale; ramps linearly from 0 at the first (t = cfg * k / (K-1))
+    top_k: int = 0  # 0: off
+    top_p: float = 0.0  # 0: off
     batch_size: int = 64
     seed: int = 0
+    diffusion_steps: Optional[int] = None  # None: ar.diffusion.num_sample_steps
+    # efficiency report of gen_eval: latency at batch 1, throughput at the largest batch <= this that fits
+    throughput_max_batch: int = 64
+    measure_efficiency: bool = True
 
 
 @dataclass
@@ -64,11 +82,11 @@ class ARConfig:
     mlp_ratio: float = 4.0
     pos: str = "rope2d"  # rope2d (HART) | absolute (VAR)
     norm: str = "layernorm"  # layernorm (+GELU, VAR) | rmsnorm (+SwiGLU, HART)
-    qv_bias: bool = True
-    attn_l2_norm: bool = True
+    qv_bias: bool = True  # VAR: separate learned q and v biases (no k bias)
+    attn_l2_norm: bool = True  # VAR: unit q/k with a learned per-head scale
     drop_path: float = 0.0
     condition: str = "text"  # text | class
-    num_classes: int = 10
+    num_classes: int = 10  # class conditioning (a null class is added for CFG)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     diffusion: DiffusionHeadConfig = field(default_factory=DiffusionHeadConfig)
     train: ARTrainConfig = field(default_factory=ARTrainConfig)

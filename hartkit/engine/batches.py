@@ -63,8 +63,10 @@ class StepBatches:
                 "use a smaller batch size or a larger data.train_size"
             )
         self.sampler = _StepBatchSampler(n, batch_size, seed, start_step, rank(), world)
+        # a private generator: creating the loader iterator must not draw from the global RNG,
+        # or a resumed run's random stream would be shifted by one draw
         self.loader = DataLoader(dataset, batch_sampler=self.sampler, collate_fn=collate_fn, num_workers=num_workers,
-                                 persistent_workers=num_workers > 0)
+                                 persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
         self._it: Iterator | None = None
 
     @property

@@ -1,0 +1,252 @@
+"""Efficiency of a generator: parameters, MACs per image, steps, latency and throughput.
+
+MACs are counted with ``torch.utils.flop_counter.FlopCounterMode`` over the
+exact sequence of calls sampling makes (KV-cached scale steps, logits head,
+every diffusion step), with dummy inputs, so it also runs on the meta device
+for paper-scale presets. FlopCounterMode counts FLOPs of matmuls, convolutions
+and attention (2 per multiply-add); MACs = FLOPs / 2. Element-wise ops,
+sampling and the frozen text encoder are not counted (the text encoder is
+listed separately).
+
+``python -m hartkit.ar_models.efficiency`` writes ``results/efficiency.md``: the
+paper-scale presets (VAR d16..d30 at 256 px, HART-0.7B at 512 / 1024 px)
+next to the HART paper's 3.2 T (512 px) and 12.5 T (1024 px) MACs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hartkit.ar_models.conditioning import ClassConditioner, Condition
+from hartkit.ar_models.model import ScaleAR, TokenSpec
+
+VAR_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+HART_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+HART_1024 = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)  # REFERENCE.md: unverified
+
+
+def parameter_counts(model: ScaleAR, tokenizer=None) -> dict[str, int]:
+    n = lambda m: 0 if m is None else sum(p.numel() for p in m.parameters())
+    counts = dict(model.parameter_groups())
+    frozen = getattr(model.cond_module, "frozen", None)
+    counts["text_encoder_frozen"] = n(frozen.module) if frozen is not None else 0
+    if tokenizer is not None:
+        dec = [getattr(tokenizer, a, None) for a in ("post_quant_conv", "decoder")]
+        counts["tokenizer_decoder"] = sum(n(m) for m in dec) if any(m is not None for m in dec) else n(tokenizer)
+    return counts
+
+
+def _dummy_condition(model: ScaleAR, B: int, device) -> Condition:
+    cm = model.cond_module
+    if isinstance(cm, ClassConditioner):
+        return model.condition(torch.zeros(B, dtype=torch.long, device=device))
+    if cm.encoder is not None:
+        return model.condition(["a photo"] * B)
+    # a frozen encoder that is not loaded (sizing): its output enters through the projection
+    T = getattr(getattr(cm.frozen, "module", None), "max_len", None) or 300
+    tokens = torch.zeros(B, T, cm.text_norm.normalized_shape[0], device=device)
+    prefix = cm.text_proj(cm.text_norm(tokens))
+    return Condition(prefix.amax(dim=1), prefix)
+
+
+@torch.no_grad()
+def simulate_sampling(model: ScaleAR, B: int = 1, guided: bool = True, diffusion_steps: int | None = None,
+                      decode_fn=None, f_hat_shape: tuple[int, ...] | None = None) -> None:
+    """The compute of sampling B images (inputs are zeros; nothing is sampled)."""
+    device = model.level_ids.device
+    spec = model.spec
+    Bc = 2 * B if guided else B
+    cond = _dummy_condition(model, Bc, device)
+    Cv = spec.latent_channels
+    model.begin_cached(cond)
+    try:
+        for k, pn in enumerate(spec.patch_nums):
+            x = None if k == 0 else torch.zeros(Bc, pn * pn, Cv, device=device)
+            h = model.step_cached(k, cond, x)
+            if model.head is not None:
+                model.head(h)
+            diff_here = model.kind == "continuous" or (model.kind == "hybrid" and k == spec.num_scales - 1)
+            if diff_here:
+                cond_d = h.flatten(0, 1)
+                if model.residual_cond is not None:
+                    cond_d = model.residual_cond(h, torch.zeros(Bc, pn * pn, Cv, device=device)).flatten(0, 1)
+                steps = model.diffusion.num_sample_steps if diffusion_steps is None else diffusion_steps
+                xt = torch.zeros(cond_d.shape[0], Cv, device=device)
+                t = torch.zeros(cond_d.shape[0], dtype=torch.long, device=device)
+                for _ in range(steps):
+                    model.diffusion.net(xt, t, cond_d)
+    finally:
+        model.end_cached()
+    if decode_fn is not None and f_hat_shape is not None:
+        decode_fn(torch.zeros(B, *f_hat_shape, device=device))
+
+
+def count_macs(fn) -> int:
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops() // 2
+
+
+def generation_macs(model: ScaleAR, guided: bool = True, diffusion_steps: int | None = None, tokenizer=None) -> dict:
+    """MACs per image: transformer + heads (AR), diffusion head, tokenizer decoder (if given)."""
+    spec = model.spec
+    base = count_macs(lambda: simulate_sampling(model, 1, guided, diffusion_steps=0))
+    total_ar_diff = count_macs(lambda: simulate_sampling(model, 1, guided, diffusion_steps))
+    out = {"macs_ar": base, "macs_diffusion": total_ar_diff - base}
+    if tokenizer is not None:
+        s = spec.patch_nums[-1]
+        out["macs_decoder"] = count_macs(
+            lambda: tokenizer.decode_latent(torch.zeros(1, spec.latent_channels, s, s, device=model.level_ids.device)))
+    out["macs_total"] = sum(out.values())
+    return out
+
+
+def steps_of(model: ScaleAR, diffusion_steps: int | None = None) -> dict:
+    spec = model.spec
+    n_diff = 0
+    if model.diffusion is not None:
+        per = model.diffusion.num_sample_steps if diffusion_steps is None else diffusion_steps
+        n_diff = per * (spec.num_scales if model.kind == "continuous" else 1)
+    return {"ar_steps": spec.num_scales, "diffusion_steps": n_diff}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_generation(generate_fn, batch: int, device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
+    """Median seconds of ``generate_fn(batch)``."""
+    for _ in range(warmup):
+        generate_fn(batch)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        generate_fn(batch)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def latency_and_throughput(generate_fn, device: torch.device, max_batch: int = 64, repeats: int = 3) -> dict:
+    """Latency at batch 1 and images/s at the largest batch <= ``max_batch`` that fits in memory."""
+    lat = time_generation(generate_fn, 1, device, repeats=repeats)
+    batch = max_batch
+    while True:
+        try:
+            t = time_generation(generate_fn, batch, device, repeats=max(1, repeats - 1))
+            break
+        except torch.OutOfMemoryError:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if batch == 1:
+                raise
+            batch //= 2
+    return {"latency_s": lat, "throughput_img_s": batch / t, "throughput_batch": batch}
+
+
+# ---------------------------------------------------------------------- paper-scale table
+
+PAPER_MACS = {"hart_0.7b@512": 3.2e12, "hart_0.7b@1024": 12.5e12}
+# Qwen2-1.5B: 28 layers x (attention 2*1536^2 + 2*1536*256, SwiGLU 3*1536*8960) = 1.31 B non-embedding
+# parameters; one forward over 300 prompt tokens ~ 1.31e9 * 300 MACs (attention scores add < 1%).
+QWEN2_1_5B_MACS_300 = 1.31e9 * 300
+
+
+def var_decoder_macs() -> dict[int, int]:
+    """MACs of VAR's tokenizer decoder (post_quant_conv + decoder, 109 M tokenizer) per latent size, on meta.
+
+    The only place ar_models builds a tokenizer: the efficiency table reports the whole pipeline's cost."""
+    from hydra import compose, initialize_config_dir
+
+    from hartkit.config import register_configs
+    from hartkit.tokenizers import build_tokenizer
+
+    register_configs()
+    conf_dir = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["tokenizer=var_256", "data.resolution=256"])
+    with torch.device("meta"):
+        tok = build_tokenizer(cfg.tokenizer)
+    return {s: count_macs(lambda s=s: tok.decode_latent(torch.zeros(1, 32, s, s, device="meta"))) for s in (16, 32, 64)}
+
+
+def preset_rows(decoder_macs: dict[int, int] | None = None) -> list[dict]:
+    from hartkit.ar_models.presets import load_preset
+
+    rows = []
+    cases = [(f"var_d{d}", 256, VAR_256, "discrete") for d in (16, 20, 24, 30)]
+    cases += [("hart_0.7b", 512, HART_512, "hybrid"), ("hart_0.7b", 1024, HART_1024, "hybrid")]
+    for name, px, pns, kind in cases:
+        cfg = load_preset(name)
+        spec = TokenSpec(kind, pns, 4096, 32)
+        with torch.device("meta"):
+            model = ScaleAR(cfg, spec, text_dim=cfg.text_encoder.width if cfg.condition == "text" else None).eval()
+        counts = parameter_counts(model)
+        guided = count_macs(lambda m=model: simulate_sampling(m, 1, True))
+        plain = count_macs(lambda m=model: simulate_sampling(m, 1, False))
+        diff_only = 0
+        if model.diffusion is not None:
+            diff_only = guided - count_macs(lambda m=model: simulate_sampling(m, 1, True, diffusion_steps=0))
+        rows.append({"preset": name, "resolution": px, "tokens": spec.num_tokens, "params": counts["total_trained"],
+                     "params_diffusion": counts["diffusion_head"], "macs_cfg": guided, "macs_no_cfg": plain,
+                     "macs_diffusion_cfg": diff_only, **steps_of(model),
+                     "macs_decoder": (decoder_macs or {}).get(pns[-1]),
+                     "macs_text_encoder_est": QWEN2_1_5B_MACS_300 if cfg.condition == "text" else 0,
+                     "paper_macs": PAPER_MACS.get(f"{name}@{px}")})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    fmt_t = lambda v: "-" if v is None else f"{v / 1e12:.2f} T"
+    lines = [
+        "| preset | px | tokens | params | of which diffusion head | MACs/image, transformer + heads (CFG) "
+        "| same, no CFG | of which diffusion head (CFG) | tokenizer decoder | text encoder (estimate) "
+        "| no CFG + decoder + text encoder | AR steps | diffusion steps | paper MACs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        dec, te = r.get("macs_decoder"), r.get("macs_text_encoder_est") or 0
+        pipeline = None if dec is None else r["macs_no_cfg"] + dec + te
+        lines.append(f"| {r['preset']} | {r['resolution']} | {r['tokens']} | {r['params'] / 1e6:.1f} M "
+                     f"| {r['params_diffusion'] / 1e6:.1f} M | {fmt_t(r['macs_cfg'])} | {fmt_t(r['macs_no_cfg'])} "
+                     f"| {fmt_t(r['macs_diffusion_cfg'])} | {fmt_t(dec)} | {fmt_t(te) if te else '-'} "
+                     f"| {fmt_t(pipeline)} | {r['ar_steps']} | {r['diffusion_steps']} | {fmt_t(r['paper_macs'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results/efficiency.md")
+    args = parser.parse_args(argv)
+    rows = preset_rows(var_decoder_macs())
+    text = "\n".join([
+        "# Efficiency of the paper-scale generator presets (computed on the meta device)",
+        "",
+        "Command: `python -m hartkit.ar_models.efficiency`. MACs = FLOPs / 2 from "
+        "`torch.utils.flop_counter.FlopCounterMode` over the calls sampling makes (KV-cached scale steps, "
+        "logits head, every diffusion step); element-wise ops are not counted. CFG doubles the transformer's "
+        "batch on every scale. Tokenizer decoder: VAR's 109 M decoder (hartkit `tokenizer=var_256`, counted "
+        "the same way; HART uses the same architecture). Text encoder: Qwen2-1.5B estimated as 1.31 B "
+        "non-embedding parameters x 300 tokens (one forward; not counted). "
+        "VAR: class-conditional, VAR tokenizer (V 4096, Cvae 32). HART-0.7B: 300 text prefix tokens, "
+        "8 diffusion steps on the final scale; 1024 px scales are REFERENCE.md's *unverified* schedule.",
+        "",
+        format_table(rows),
+        "",
+    ])
+    from hartkit.utils.io import atomic_write_text
+
+    path = atomic_write_text(Path(args.out), text)
+    print(text)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Stage `gen_eval`: generate one image per held-out prompt and score them; report efficiency.
+
+Prompts: the first ``eval.num_images`` of the data's test split (embedded
+protocol: synthscenes test prompts; ``data=mjhq30k eval=mjhq30k``: MJHQ-30K
+prompts). Reference set: the real images of the same prompts. Metrics come
+from ``hartkit.eval.generation.GenerationMetrics`` (fd_* / fid, clip scores,
+prompt accuracy, per category).
+
+Efficiency (also in the record's metrics; the record stores the hardware):
+- ``params_ar``, ``params_diffusion_head``, ``params_text_encoder`` (trained +
+  frozen), ``params_tokenizer_decoder``;
+- ``macs_per_image`` (+ ``macs_ar``, ``macs_diffusion``, ``macs_decoder``): counted
+  with ``torch.utils.flop_counter.FlopCounterMode``, MACs = FLOPs / 2, with the
+  run's CFG setting (CFG doubles the transformer batch);
+- ``ar_steps``, ``diffusion_steps`` (``steps``: their sum; ``parameters``: AR + diffusion head;
+  ``macs`` = ``macs_per_image``: the leaderboard's generic columns);
+- ``latency_s`` (batch 1) and ``throughput_img_s`` at the largest batch
+  <= ``ar.sampling.throughput_max_batch`` that fits (``throughput_batch``);
+  hybrid also ``latency_discrete_only_s`` and ``residual_overhead_pct`` (cost of
+  the residual diffusion head, HART: +7..15%).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from hartkit.records import Protocol, ResultRecord
+from hartkit.utils import distributed as dist_utils
+from hartkit.utils.hashing import config_hash
+
+log = logging.getLogger(__name__)
+
+
+def sampling_kwargs(cfg) -> dict:
+    s = cfg.ar.sampling
+    return {"cfg": float(s.cfg), "top_k": int(s.top_k), "top_p": float(s.top_p), "diffusion_steps": s.diffusion_steps,
+            "diffusion_cfg": cfg.ar.diffusion.cfg}
+
+
+def reference_batches(test, batch_size: int):
+    from hartkit.data import ImageTensorDataset, collate
+
+    loader = DataLoader(ImageTensorDataset(test), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    for batch in loader:
+        yield (batch["image"] + 1) / 2, list(batch["category"])
+
+
+def efficiency_report(ctx, model, tokenizer, prompts: list[str], cat_ids: torch.Tensor) -> dict:
+    from hartkit.ar_models.efficiency import (
+        generation_macs,
+        latency_and_throughput,
+        parameter_counts,
+        steps_of,
+    )
+    from hartkit.ar_models.sampling import generate_images
+
+    cfg = ctx.cfg
+    kw = sampling_kwargs(cfg)
+    counts = parameter_counts(model, tokenizer)
+    out: dict[str, float] = {
+        "params_ar": counts["ar"],
+        "params_diffusion_head": counts["diffusion_head"],
+        "params_text_encoder": counts["text_encoder_trained"] + counts["text_encoder_frozen"],
+        "params_tokenizer_decoder": counts.get("tokenizer_decoder", 0),
+    }
+    guided = kw["cfg"] != 0.0 or kw["diffusion_cfg"] not in (None, 0.0)
+    macs = generation_macs(model, guided=guided, diffusion_steps=kw["diffusion_steps"], tokenizer=tokenizer)
+    out.update({k: float(v) for k, v in macs.items()})
+    out["macs_per_image"] = out.pop("macs_total")
+    out.update({k: float(v) for k, v in steps_of(model, kw["diffusion_steps"]).items()})
+    # the leaderboard's generic columns: generator parameters (AR + diffusion head), MACs, sequential steps
+    out["parameters"] = float(counts["ar"] + counts["diffusion_head"])
+    out["macs"] = out["macs_per_image"]
+    out["steps"] = out["ar_steps"] + out["diffusion_steps"]
+    if not cfg.ar.sampling.measure_efficiency:
+        return out
+    conds = cat_ids if cfg.ar.condition == "class" else prompts
+    max_batch = min(int(cfg.ar.sampling.throughput_max_batch), len(prompts))
+
+    def gen(batch: int, **extra):
+        g = torch.Generator(device=ctx.device).manual_seed(0)
+        reps = (batch + len(conds) - 1) // len(conds)
+        c = (torch.cat([conds] * reps) if isinstance(conds, torch.Tensor) else list(conds) * reps)[:batch]
+        return generate_images(model, tokenizer, c, generator=g, **kw, **extra)
+
+    out.update({k: float(v) for k, v in latency_and_throughput(gen, ctx.device, max_batch=max_batch).items()})
+    if model.kind == "hybrid":
+        from hartkit.ar_models.efficiency import time_generation
+
+        out["latency_discrete_only_s"] = time_generation(lambda b: gen(b, skip_residual=True), 1, ctx.device)
+        out["residual_overhead_pct"] = 100.0 * (out["latency_s"] / out["latency_discrete_only_s"] - 1.0)
+    return out
+
+
+@torch.no_grad()
+def run(ctx) -> None:
+    from hartkit.ar_models.grid import save_sample_grid
+    from hartkit.ar_models.sampling import generate_images
+    from hartkit.data import build_dataset
+    from hartkit.eval.generation import GenerationMetrics
+    from hartkit.stages.generator import get_generator, get_tokenizer
+
+    cfg = ctx.cfg
+    tokenizer = get_tokenizer(ctx)
+    model = get_generator(ctx, tokenizer).eval()
+    test = build_dataset(cfg.data, "test")
+    n = min(int(cfg.eval.num_images), len(test))
+    if n < len(test):
+        test = test.select(range(n))
+    if n < 2:
+        raise ValueError(f"gen_eval needs at least 2 prompts, the {cfg.data.name} test split has {n}")
+    prompts, categories = list(test["prompt"]), list(test["category"])
+    cat_ids = torch.tensor(test["category_id"], dtype=torch.long)
+
+    metrics = GenerationMetrics(cfg.eval, ctx.device)
+    ref_key = f"{cfg.data.name}|test|n{n}|{config_hash(cfg.data)}"
+    metrics.reference_from_cache_or(ref_key, lambda: reference_batches(test, int(cfg.eval.batch_size)))
+
+    kw = sampling_kwargs(cfg)
+    bs = int(cfg.ar.sampling.batch_size)
+    mine = list(range(dist_utils.rank(), n, dist_utils.world_size()))  # each rank generates its slice
+    grid_imgs = None
+    from tqdm.auto import tqdm
+
+    for i, start in enumerate(tqdm(range(0, len(mine), bs), desc="gen_eval sampling", disable=not dist_utils.is_main())):
+        idx = mine[start : start + bs]
+        cond = cat_ids[idx] if cfg.ar.condition == "class" else [prompts[j] for j in idx]
+        g = torch.Generator(device=ctx.device).manual_seed(int(cfg.ar.sampling.seed) + 1000 * dist_utils.rank() + i)
+        imgs = generate_images(model, tokenizer, cond, generator=g, **kw)
+        metrics.update(((imgs + 1) / 2).float(), [prompts[j] for j in idx], [categories[j] for j in idx])
+        if grid_imgs is None:
+            grid_imgs = (imgs[:16].cpu(), [prompts[j] for j in idx[:16]])
+    scores = metrics.compute()
+    proto_fields = metrics.protocol_fields()
+
+    eff = efficiency_report(ctx, model, tokenizer, prompts[:64], cat_ids[:64]) if dist_utils.is_main() else {}
+    all_metrics = {**scores, **eff}
+
+    known = {f.name for f in dataclasses.fields(Protocol)} - {"task", "dataset", "split", "num_images", "resolution"}
+    extra = dict(proto_fields.pop("extra", {}) or {})
+    extra.update({k: v for k, v in proto_fields.items() if k not in known})
+    protocol = Protocol(task="generation", dataset=cfg.data.name, split="test", num_images=n,
+                        resolution=int(cfg.eval.resolution or cfg.data.resolution),
+                        **{"resize_filter": cfg.data.resize_filter, **{k: v for k, v in proto_fields.items() if k in known}},
+                        extra=extra)
+    gen_dir = ctx.state.get("generator_dir") or ctx.artifact_dir("generator")
+    model_info = {
+        "kind": model.kind,
+        "tokenizer": cfg.tokenizer.name,
+        "generator": cfg.ar.name,
+        "tokens_per_image": model.spec.num_tokens,
+        "patch_nums": list(model.spec.patch_nums),
+        "sampling": {**kw, "seed": int(cfg.ar.sampling.seed)},
+        "train_steps": int(cfg.ar.train.steps),
+        "artifact": str(gen_dir),
+        "macs_note": "MACs = FLOPs / 2 from torch.utils.flop_counter.FlopCounterMode (matmul/conv/attention only)",
+    }
+    if dist_utils.is_main() and grid_imgs is not None:
+        path = save_sample_grid(grid_imgs[0], grid_imgs[1], Path(gen_dir) / "gen_eval_samples.png")
+        ctx.logger.log_image("gen_eval/samples", str(path), caption=" | ".join(grid_imgs[1][:4]))
+        model_info["sample_grid"] = str(path)
+    record = ResultRecord(stage="gen_eval", label=f"{cfg.tokenizer.name}+{cfg.ar.name}", protocol=protocol,
+                          metrics=all_metrics, model=model_info)
+    ctx.save_record(record)
+    ctx.state["gen_metrics"] = all_metrics
+    keys = [k for k in ("fd_embedded", "fid", "clip_score_embedded", "clip_score", "prompt_accuracy", "latency_s",
+                        "throughput_img_s", "residual_overhead_pct", "macs_per_image") if k in all_metrics]
+    log.info("generation %s+%s on %s/test (%d prompts): %s", cfg.tokenizer.name, cfg.ar.name, cfg.data.name, n,
+             ", ".join(f"{k}={all_metrics[k]:.4g}" for k in keys))
