@@ -67,7 +67,7 @@ class EvaluationSet:
     prompts: list[str]
     categories: list[str]
     batch_size: int = 64
-    _dataset: Any = None
+    dataset: Any = dataclasses.field(default=None, repr=False)  # the reference datasets.Dataset
 
     @property
     def num_images(self) -> int:
@@ -83,7 +83,7 @@ class EvaluationSet:
         """(uint8 images B x 3 x R x R, categories) of the reference set, in order."""
         from tqdm import tqdm
 
-        ds = self._dataset
+        ds = self.dataset
         for s in tqdm(range(0, len(ds), self.batch_size), desc=f"reference {self.dataset_name}", leave=False):
             rows = ds[s : s + self.batch_size]
             arrays = np.stack([np.asarray(im.convert("RGB")) for im in rows["image"]])
@@ -125,4 +125,4 @@ def evaluation_set(data_cfg, eval_cfg) -> EvaluationSet:
     return EvaluationSet(protocol_name=name, dataset_name=str(data.get("name")), split="test",
                          resolution=resolution, resize_filter=str(resize_filter), data_cfg=content,
                          prompts=list(rows["prompt"]), categories=list(rows["category"]),
-                         batch_size=int(_get(eval_cfg, "batch_size", 64)), _dataset=ds)
+                         batch_size=int(_get(eval_cfg, "batch_size", 64)), dataset=ds)

@@ -22,16 +22,13 @@ Efficiency (also in the record's metrics; the record stores the hardware):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-from hartkit.records import Protocol, ResultRecord
+from hartkit.records import ResultRecord
 from hartkit.utils import distributed as dist_utils
-from hartkit.utils.hashing import config_hash
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +37,6 @@ def sampling_kwargs(cfg) -> dict:
     s = cfg.ar.sampling
     return {"cfg": float(s.cfg), "top_k": int(s.top_k), "top_p": float(s.top_p), "diffusion_steps": s.diffusion_steps,
             "diffusion_cfg": cfg.ar.diffusion.cfg}
-
-
-def reference_batches(test, batch_size: int):
-    from hartkit.data import ImageTensorDataset, collate
-
-    loader = DataLoader(ImageTensorDataset(test), batch_size=batch_size, shuffle=False, collate_fn=collate)
-    for batch in loader:
-        yield (batch["image"] + 1) / 2, list(batch["category"])
 
 
 def efficiency_report(ctx, model, tokenizer, prompts: list[str], cat_ids: torch.Tensor) -> dict:
@@ -97,57 +86,60 @@ def efficiency_report(ctx, model, tokenizer, prompts: list[str], cat_ids: torch.
     return out
 
 
+def _resize_to(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    if images.shape[-1] == resolution:
+        return images
+    return torch.nn.functional.interpolate(images, size=(resolution, resolution), mode="bicubic", antialias=True,
+                                           align_corners=False).clamp(0, 1)
+
+
 @torch.no_grad()
 def run(ctx) -> None:
+    from tqdm.auto import tqdm
+
     from hartkit.ar_models.grid import save_sample_grid
     from hartkit.ar_models.sampling import generate_images
-    from hartkit.data import build_dataset
     from hartkit.eval.generation import GenerationMetrics
+    from hartkit.eval.protocols import evaluation_set
     from hartkit.stages.generator import get_generator, get_tokenizer
 
     cfg = ctx.cfg
     tokenizer = get_tokenizer(ctx)
     model = get_generator(ctx, tokenizer).eval()
-    test = build_dataset(cfg.data, "test")
-    n = min(int(cfg.eval.num_images), len(test))
-    if n < len(test):
-        test = test.select(range(n))
+    es = evaluation_set(cfg.data, cfg.eval)  # prompts + reference images of the protocol
+    n = es.num_images
     if n < 2:
         raise ValueError(f"gen_eval needs at least 2 prompts, the {cfg.data.name} test split has {n}")
-    prompts, categories = list(test["prompt"]), list(test["category"])
-    cat_ids = torch.tensor(test["category_id"], dtype=torch.long)
+    prompts, categories = es.prompts, es.categories
+    cat_ids = torch.tensor(list(es.dataset["category_id"]), dtype=torch.long)
+    if es.resolution != int(cfg.data.resolution):
+        log.info("generated images (%d px) are resized to the protocol's %d px (bicubic, antialias)",
+                 cfg.data.resolution, es.resolution)
 
     metrics = GenerationMetrics(cfg.eval, ctx.device)
-    ref_key = f"{cfg.data.name}|test|n{n}|{config_hash(cfg.data)}"
-    metrics.reference_from_cache_or(ref_key, lambda: reference_batches(test, int(cfg.eval.batch_size)))
+    metrics.reference_from_cache_or(es.cache_key, es.reference_batches)
 
     kw = sampling_kwargs(cfg)
     bs = int(cfg.ar.sampling.batch_size)
-    mine = list(range(dist_utils.rank(), n, dist_utils.world_size()))  # each rank generates its slice
+    # batch b holds prompts [b*bs, (b+1)*bs) and is seeded by b: the images do not depend on how many
+    # processes share the work (rank r takes batches r, r+N, ...)
+    batches = list(range(0, n, bs))
+    mine = batches[dist_utils.rank():: dist_utils.world_size()]
     grid_imgs = None
-    from tqdm.auto import tqdm
-
-    for i, start in enumerate(tqdm(range(0, len(mine), bs), desc="gen_eval sampling", disable=not dist_utils.is_main())):
-        idx = mine[start : start + bs]
+    for start in tqdm(mine, desc="gen_eval sampling", disable=not dist_utils.is_main()):
+        idx = list(range(start, min(start + bs, n)))
         cond = cat_ids[idx] if cfg.ar.condition == "class" else [prompts[j] for j in idx]
-        g = torch.Generator(device=ctx.device).manual_seed(int(cfg.ar.sampling.seed) + 1000 * dist_utils.rank() + i)
+        g = torch.Generator(device=ctx.device).manual_seed(int(cfg.ar.sampling.seed) * 1_000_003 + start // bs)
         imgs = generate_images(model, tokenizer, cond, generator=g, **kw)
-        metrics.update(((imgs + 1) / 2).float(), [prompts[j] for j in idx], [categories[j] for j in idx])
+        metrics.update(_resize_to(((imgs + 1) / 2).float(), es.resolution), [prompts[j] for j in idx],
+                       [categories[j] for j in idx])
         if grid_imgs is None:
             grid_imgs = (imgs[:16].cpu(), [prompts[j] for j in idx[:16]])
     scores = metrics.compute()
-    proto_fields = metrics.protocol_fields()
+    protocol = es.protocol("generation", metrics)
 
     eff = efficiency_report(ctx, model, tokenizer, prompts[:64], cat_ids[:64]) if dist_utils.is_main() else {}
     all_metrics = {**scores, **eff}
-
-    known = {f.name for f in dataclasses.fields(Protocol)} - {"task", "dataset", "split", "num_images", "resolution"}
-    extra = dict(proto_fields.pop("extra", {}) or {})
-    extra.update({k: v for k, v in proto_fields.items() if k not in known})
-    protocol = Protocol(task="generation", dataset=cfg.data.name, split="test", num_images=n,
-                        resolution=int(cfg.eval.resolution or cfg.data.resolution),
-                        **{"resize_filter": cfg.data.resize_filter, **{k: v for k, v in proto_fields.items() if k in known}},
-                        extra=extra)
     gen_dir = ctx.state.get("generator_dir") or ctx.artifact_dir("generator")
     model_info = {
         "kind": model.kind,
