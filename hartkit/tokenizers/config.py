@@ -1,4 +1,9 @@
-"""Schema of the `tokenizer` config group."""
+"""Schema of the `tokenizer` config group.
+
+Sizes come from two nested groups so they can be swapped independently:
+``tokenizer/autoencoder=small|var`` and ``tokenizer/quantizer=small|var``
+(conf/tokenizer/autoencoder/*.yaml, conf/tokenizer/quantizer/*.yaml).
+"""
 
 from __future__ import annotations
 
@@ -9,61 +14,68 @@ from typing import Optional
 @dataclass
 class AutoencoderConfig:
     ch: int = 16
-    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 4])
-    num_res_blocks: int = 1  # encoder res blocks per level (decoder gets dec_res_blocks)
-    dec_res_blocks: int = 1
-    attn_resolutions: list[int] = field(default_factory=list)  # latent-side sizes that get attention
-    mid_attn: bool = False
+    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])  # len(ch_mult) - 1 stride-2 downsamplings
+    num_res_blocks: int = 1  # encoder res blocks per level (VAR: 2)
+    dec_res_blocks: int = 1  # decoder res blocks per level (VAR: 3)
+    attn_levels: list[int] = field(default_factory=list)  # level indices with attention after each block (-1: last)
+    mid_attn: bool = False  # attention in the middle block
     z_channels: int = 16  # Cvae
     dropout: float = 0.0
+    norm_groups: int = 8  # GroupNorm groups (VAR: 32); narrower layers use the largest divisor
 
 
 @dataclass
 class QuantizerConfig:
     vocab_size: int = 1024
-    patch_nums: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8])
+    patch_nums: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8])  # last = latent side
     num_phi: int = 4  # 0: one Phi per scale, 1: shared, K: partially shared (VAR: 4)
     phi_ratio: float = 0.5
     using_znorm: bool = False  # cosine nearest-code search
     beta: float = 0.25
-    phi_on_last_scale: bool = True
+    phi_on_last_scale: bool = True  # VAR: true; HART's tokenizer: false (REFERENCE.md section 2)
     dead_code_reinit: bool = True
-    chunk_size: int = 4096  # rows of the distance matrix computed at once on CPU
+    dead_code_every: int = 25  # training steps between re-initialisations
+    dead_code_threshold: float = 0.01  # EMA hits per step (summed over scales) below which a code is dead
+    chunk_size: int = 4096  # rows of the distance matrix computed at once
 
 
 @dataclass
 class TokenizerTrainConfig:
-    steps: int = 600
+    steps: int = 500  # default embedded run: tokenizer + recon_eval in ~4-5 min on 2 idle CPU cores
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    warmup_steps: int = 50
+    warmup_steps: int = 25
+    min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     ema_decay: float = 0.0  # 0 disables weight EMA
     l1_weight: float = 1.0
     l2_weight: float = 1.0
-    lpips_weight: float = 0.0  # needs local LPIPS weights
-    lpips_weights: Optional[str] = None
-    gan_weight: float = 0.0  # PatchGAN discriminator, hinge loss
+    lpips_weight: float = 0.0  # needs local LPIPS weights (lpips_weights)
+    lpips_weights: Optional[str] = None  # local torchmetrics/lpips-compatible backbone+linear weights
+    gan_weight: float = 0.0  # PatchGAN discriminator, hinge loss, adaptive weight
     gan_start_step: int = 0
+    disc_ch: int = 32
+    disc_layers: int = 2
+    disc_lr: Optional[float] = None  # None: lr
     checkpoint_every: int = 200
     log_every: int = 20
     grid_every: int = 0  # 0: only at the end
-    amp: bool = True  # autocast on GPU only
+    grid_images: int = 8
+    amp: bool = True  # autocast (bf16) on GPU only
 
 
 @dataclass
 class TokenizerConfig:
     name: str = "hybrid"
     kind: str = "hybrid"  # discrete | continuous | hybrid
-    preset: str = "small"
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     kl_weight: float = 1e-6  # continuous kind
-    residual_drop_p: float = 0.5  # hybrid: probability of decoding without the residual
-    init_from: Optional[str] = None  # hybrid: start from a trained discrete tokenizer checkpoint
+    residual_drop_p: float = 0.5  # hybrid: probability of decoding without the residual in a training step
+    init_from: Optional[str] = None  # hybrid: start from a trained discrete tokenizer (artifact dir or checkpoint)
     freeze_quantizer_path: bool = False  # freeze encoder, quant_conv and quantizer (HART)
-    checkpoint: Optional[str] = None  # pretrained weights to load (var_pretrained / hart_pretrained)
+    checkpoint: Optional[str] = None  # pretrained weights to load instead of training (var_pretrained / hart_pretrained)
     checkpoint_format: str = "hartkit"  # hartkit | var | hart
     train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)

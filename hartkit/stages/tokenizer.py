@@ -1,0 +1,94 @@
+"""Stage `tokenizer`: train (or load) the configured tokenizer and hand it to later stages.
+
+Order of precedence:
+1. ``tokenizer.checkpoint`` set: load pretrained weights (VAR / HART / hartkit), no training;
+2. a finished artifact with the same config hash exists and ``retrain=false``: reuse it;
+3. otherwise train (``resume=true`` continues from the artifact's last checkpoint).
+
+The tokenizer ends up in ``ctx.state["tokenizer"]`` (eval mode), its folder in
+``ctx.state["tokenizer_dir"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hartkit.tokenizers import build_tokenizer, is_finished_artifact, load_tokenizer, save_tokenizer
+from hartkit.tokenizers.checkpoint import load_state_dict_checked
+from hartkit.tokenizers.pretrained import (
+    from_hart_layout,
+    load_pretrained_tokenizer,
+    read_state_dict,
+    uses_pretrained,
+)
+from hartkit.utils import distributed as dist_utils
+
+log = logging.getLogger(__name__)
+
+
+def run(ctx) -> None:
+    cfg = ctx.cfg
+    tok_cfg = cfg.tokenizer
+    if uses_pretrained(tok_cfg):
+        model = load_pretrained_tokenizer(tok_cfg, ctx.device)
+        model.check_image_size(cfg.data.resolution)
+        ctx.state["tokenizer"] = model
+        ctx.state["tokenizer_dir"] = None
+        log.info("tokenizer %s: %s weights from %s (%.1f M parameters), no training", tok_cfg.name,
+                 tok_cfg.checkpoint_format, tok_cfg.checkpoint, model.num_parameters() / 1e6)
+        return
+
+    art = ctx.artifact_dir("tokenizer")
+    if is_finished_artifact(art) and not cfg.retrain:
+        model = load_tokenizer(art, ctx.device)
+        ctx.state["tokenizer"] = model
+        ctx.state["tokenizer_dir"] = art
+        log.info("tokenizer %s: reusing the finished artifact %s (retrain=true trains again)", tok_cfg.name, art)
+        return
+
+    model = build_tokenizer(tok_cfg)
+    model.check_image_size(cfg.data.resolution)  # fail before building data or training
+    if tok_cfg.init_from:
+        init_from(model, tok_cfg.init_from)
+        if tok_cfg.freeze_quantizer_path:
+            model.freeze_quantizer_path()
+
+    from hartkit.data import ImageTensorDataset, build_dataset, collate
+
+    train_set = ImageTensorDataset(build_dataset(cfg.data, "train"))
+    if dist_utils.is_main() and (art / "DONE").exists():  # retraining: the old weights are no longer "finished"
+        (art / "DONE").unlink()
+    from hartkit.tokenizers.trainer import train_tokenizer
+
+    log.info("tokenizer %s (%s): %.2f M parameters, %d tokens per image, training %d steps -> %s",
+             tok_cfg.name, model.kind, model.num_parameters() / 1e6, model.num_tokens, tok_cfg.train.steps, art)
+    result = train_tokenizer(model, train_set, tok_cfg, art, ctx.device, seed=cfg.seed, resume=cfg.resume,
+                             collate_fn=collate, logger=ctx.logger)
+    if result.grid_path is not None:
+        ctx.logger.log_image("tokenizer/reconstructions", str(result.grid_path),
+                             caption="rows: " + ", ".join(_row_names(model.kind)), step=result.step)
+        log.info("reconstruction grid: %s", result.grid_path)
+    save_tokenizer(result.model, tok_cfg, art, result.summary)
+    ctx.state["tokenizer"] = result.model
+    ctx.state["tokenizer_dir"] = art
+    log.info("tokenizer %s: finished %d steps -> %s", tok_cfg.name, result.step, art)
+
+
+def _row_names(kind: str) -> list[str]:
+    return ["original", "discrete", "hybrid"] if kind == "hybrid" else ["original", kind]
+
+
+def init_from(model, source: str) -> None:
+    """Start from a trained tokenizer: a hartkit artifact folder, or a VAR/HART/hartkit checkpoint file."""
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / "config.yaml").is_file():
+        state = load_tokenizer(path).state_dict()
+    elif path.is_file():
+        state = read_state_dict(path)
+        if any(k.startswith("vae.") for k in state):
+            state = from_hart_layout(state)
+    else:
+        raise FileNotFoundError(f"tokenizer.init_from={source} is neither a tokenizer artifact folder nor a file")
+    load_state_dict_checked(model, state, source=f"tokenizer.init_from={source}")
+    log.info("initialised the tokenizer from %s", source)
