@@ -6,11 +6,15 @@ import os
 import sys
 import tempfile
 
-import hydra
-from omegaconf import DictConfig
+# OpenMP threads that busy-wait between ops starve every other process on a shared machine
+# (measured: 5x slower steps under load); must be set before torch is imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hartkit.config import register_configs
-from hartkit.utils.logging import setup_logging
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from hartkit.config import register_configs  # noqa: E402
+from hartkit.utils.logging import setup_logging  # noqa: E402
 
 register_configs()
 
