@@ -46,9 +46,10 @@ ARTIFACT_DEPENDENCIES: dict[str, tuple[str, ...]] = {
 }
 # settings inside those subtrees that do not change the trained weights (sampling is done after training)
 ARTIFACT_IGNORED: dict[str, tuple[str, ...]] = {
-    "tokenizer": ("data.num_workers", "data.cache_dir", "tokenizer.train.log_every", "tokenizer.train.grid_every",
+    # grad_accum splits the same global batch into micro-batches: the math is unchanged
+    "tokenizer": ("data.num_workers", "data.cache_dir", "tokenizer.train.grad_accum", "tokenizer.train.log_every", "tokenizer.train.grid_every",
                   "tokenizer.train.grid_images", "tokenizer.train.checkpoint_every"),
-    "generator": ("data.num_workers", "data.cache_dir", "ar.sampling", "ar.train.log_every", "ar.train.grid_every",
+    "generator": ("data.num_workers", "data.cache_dir", "ar.sampling", "ar.train.grad_accum", "ar.train.log_every", "ar.train.grid_every",
                   "ar.train.grid_size", "ar.train.checkpoint_every"),
 }
 

@@ -103,3 +103,18 @@ def test_resume_continues_exactly(tmp_path):
     resumed = train_generator(fresh(), cache, cfg, tmp_path / "b", torch.device("cpu"), seed=3, resume=True)
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_grad_accum_gives_the_full_batch_update(tmp_path):
+    tok = FakeMultiScaleTokenizer("discrete", (1, 2, 4), 16, 4)
+    cache = encode_dataset(tok, fake_items(16), 8, "cpu", collate)
+
+    def run(accum: int):
+        cfg = small_cfg(steps=3, checkpoint_every=0, grad_accum=accum)
+        torch.manual_seed(0)
+        model = ScaleAR(cfg, TokenSpec.from_tokenizer(tok))
+        return train_generator(model, cache, cfg, tmp_path / f"a{accum}", torch.device("cpu"), seed=3).model
+
+    full, accumulated = run(1), run(2)
+    for (name, a), b in zip(full.named_parameters(), accumulated.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)

@@ -159,3 +159,16 @@ def test_creating_step_batches_does_not_touch_the_global_rng():
     it = StepBatches(list(range(10)), batch_size=4, seed=0, collate_fn=list)
     next(it)
     assert torch.equal(torch.rand(2), expected)
+
+
+def test_split_batch_keeps_order_and_pairs_fields():
+    from hartkit.engine import split_batch
+
+    batch = {"image": torch.arange(10).view(5, 2), "prompt": list("abcde")}
+    parts = split_batch(batch, 2)
+    assert [p["prompt"] for p in parts] == [list("abc"), list("de")]
+    assert torch.equal(torch.cat([p["image"] for p in parts]), batch["image"])
+    assert parts[1]["image"][0].tolist() == [6, 7]
+    assert split_batch(batch, 1) == [batch]
+    with pytest.raises(ValueError, match="grad_accum=6"):
+        split_batch(batch, 6)

@@ -44,6 +44,7 @@ class DiffusionHeadConfig:
 class ARTrainConfig:
     steps: int = 300
     batch_size: int = 32
+    grad_accum: int = 1  # micro-batches per step (same global batch, less activation memory)
     lr: float = 1.6e-2  # at batch 256; scaled linearly with batch_size (2e-3 at 32; VAR: 1e-4 at paper scale)
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])

@@ -28,6 +28,8 @@ from hartkit.engine import (
     StepBatches,
     build_adamw,
     check_finite,
+    split_batch,
+    sync_only_on_last,
     unwrap_model,
     warmup_cosine_schedule,
     wrap_ddp,
@@ -84,6 +86,7 @@ def train_generator(model: ScaleAR, cache: dict, ar_cfg, artifact_dir: Path, dev
     runner = wrap_ddp(_LossModule(model, float(tcfg.final_scale_keep)), device)
     drop_gen = torch.Generator()
     use_amp = bool(tcfg.amp) and device.type == "cuda"
+    accum = int(tcfg.grad_accum)
     grid_path = None
     running: dict[str, float] = {}
     bar = tqdm(range(start, steps), desc=f"generator {ar_cfg.name}", initial=start, total=steps,
@@ -97,12 +100,18 @@ def train_generator(model: ScaleAR, cache: dict, ar_cfg, artifact_dir: Path, dev
         cond = condition_inputs(model, batch, ar_cfg.condition)
         drop = dropout_mask(len(batch["prompt"]), float(tcfg.cond_drop_p), drop_gen)
         cond = model.cond_module.apply_dropout(cond, drop)
-        tb = to_token_batch(batch, cond, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss, metrics = runner(tb, generator=step_gen)
-        check_finite(loss, step)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        parts = list(zip(split_batch(batch, accum), split_batch(cond, accum)))
+        metrics = {}
+        for j, (micro, micro_cond) in enumerate(parts):
+            tb = to_token_batch(micro, micro_cond, device)
+            with sync_only_on_last(runner, j == len(parts) - 1), \
+                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, micro_metrics = runner(tb, generator=step_gen)
+            check_finite(loss, step)
+            (loss / accum).backward()
+            for k, v in micro_metrics.items():
+                metrics[k] = metrics.get(k, 0.0) + v / accum
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip) if tcfg.grad_clip > 0 else None
         opt.step()
         sched.step()

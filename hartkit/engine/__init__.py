@@ -1,5 +1,6 @@
 """Training building blocks shared by the tokenizer and generator stages."""
 
+from hartkit.engine.accumulate import split_batch, sync_only_on_last
 from hartkit.engine.artifact import (
     finish_artifact,
     is_finished,
@@ -25,6 +26,8 @@ __all__ = [
     "unwrap_model",
     "warmup_cosine_schedule",
     "wrap_ddp",
+    "split_batch",
+    "sync_only_on_last",
     "finish_artifact",
     "is_finished",
     "load_artifact_config",

@@ -43,6 +43,7 @@ class QuantizerConfig:
 class TokenizerTrainConfig:
     steps: int = 500  # default embedded run: tokenizer + recon_eval in ~4-5 min on 2 idle CPU cores
     batch_size: int = 32
+    grad_accum: int = 1  # micro-batches per step (same global batch, less activation memory)
     lr: float = 2e-3
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])

@@ -25,6 +25,8 @@ from hartkit.engine import (
     StepBatches,
     build_adamw,
     check_finite,
+    split_batch,
+    sync_only_on_last,
     unwrap_model,
     warmup_cosine_schedule,
     wrap_ddp,
@@ -129,6 +131,7 @@ def train_tokenizer(model: MultiScaleTokenizer, dataset: Dataset, tok_cfg, out_d
                   optimizers={"opt": opt, **({"disc_opt": disc_opt} if disc_opt else {})},
                   schedulers={"sched": sched}, extra=extra)
 
+    accum = int(tcfg.grad_accum)
     ddp_model.train()
     step = start
     t0 = time.perf_counter()
@@ -140,29 +143,39 @@ def train_tokenizer(model: MultiScaleTokenizer, dataset: Dataset, tok_cfg, out_d
         if stop_after is not None and step - start >= stop_after:
             break
         batch, pending = (pending, None) if pending is not None else (next(batches), None)
-        img = batch["image"].to(device, non_blocking=True)
         gan_on = disc is not None and step >= tcfg.gan_start_step
-        with _autocast(device, tcfg.amp):
-            out = ddp_model(img)
-            rec = reconstruction_loss(out.recon, img, tcfg.l1_weight, tcfg.l2_weight)
-            if lpips is not None:
-                rec = rec + tcfg.lpips_weight * lpips(out.recon.float().clamp(-1, 1), img.float()).mean()
-            loss = rec + out.aux_loss
-            if gan_on:
-                g_loss = -disc(out.recon).float().mean()
-                weight = adaptive_gan_weight(rec, g_loss, last_layer)
-                loss = loss + tcfg.gan_weight * weight * g_loss
-        check_finite(loss, step)  # NonFiniteLossError names the step; the last checkpoint stays
+        micro_batches = split_batch(batch["image"], accum)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if disc_opt is not None:
+            disc_opt.zero_grad(set_to_none=True)
+        sums = {"loss": 0.0, "rec": 0.0, "aux": 0.0}
+        for j, micro in enumerate(micro_batches):
+            img = micro.to(device, non_blocking=True)
+            is_last = j == len(micro_batches) - 1
+            with sync_only_on_last(ddp_model, is_last), _autocast(device, tcfg.amp):
+                out = ddp_model(img)
+                rec = reconstruction_loss(out.recon, img, tcfg.l1_weight, tcfg.l2_weight)
+                if lpips is not None:
+                    rec = rec + tcfg.lpips_weight * lpips(out.recon.float().clamp(-1, 1), img.float()).mean()
+                loss = rec + out.aux_loss
+                if gan_on:
+                    unwrap_model(disc).requires_grad_(False)  # the generator loss must not train the critic
+                    g_loss = -disc(out.recon).float().mean()
+                    weight = adaptive_gan_weight(rec, g_loss, last_layer)
+                    loss = loss + tcfg.gan_weight * weight * g_loss
+                    unwrap_model(disc).requires_grad_(True)
+            check_finite(loss, step)  # NonFiniteLossError names the step; the last checkpoint stays
+            (loss / accum).backward()
+            if gan_on:
+                with sync_only_on_last(disc, is_last), _autocast(device, tcfg.amp):
+                    d_loss = hinge_d_loss(disc(img), disc(out.recon.detach()))
+                (d_loss / accum).backward()
+            for name, value in (("loss", loss), ("rec", rec), ("aux", out.aux_loss)):
+                sums[name] += float(value.detach()) / accum
         grad_norm = torch.nn.utils.clip_grad_norm_(core.parameters(), tcfg.grad_clip) if tcfg.grad_clip > 0 else None
         opt.step()
         sched.step()
         if gan_on:
-            with _autocast(device, tcfg.amp):
-                d_loss = hinge_d_loss(disc(img), disc(out.recon.detach()))
-            disc_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
             disc_opt.step()
         if ema is not None:
             ema.update(core)
@@ -175,8 +188,7 @@ def train_tokenizer(model: MultiScaleTokenizer, dataset: Dataset, tok_cfg, out_d
                     log.debug("step %d: re-initialised %d dead codes", step, n)
             _sync_codebook(core.quantize)
 
-        last = {"loss": float(loss.detach()), "rec": float(rec.detach()), "aux": float(out.aux_loss.detach()),
-                "lr": sched.get_last_lr()[0]}
+        last = {**sums, "lr": sched.get_last_lr()[0]}
         if grad_norm is not None:
             last["grad_norm"] = float(grad_norm)
         if discrete:
