@@ -36,3 +36,15 @@ def compose_cfg(tmp_path):
         return compose([f"paths.results={tmp_path}/results", f"paths.artifacts={tmp_path}/artifacts", *overrides])
 
     return _compose
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use small tensors: one intra-op thread is fastest, and on a shared 2-core machine several
+    spin-waiting OpenMP threads made them 10-30x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from hartkit.ar_models.diffusion import DiffusionHead, GaussianDiffusion, cosine_alpha_bar
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops: one thread avoids OpenMP spin-wait contention on a shared 2-core machine (10-20x slower)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def test_cosine_schedule_and_respacing():

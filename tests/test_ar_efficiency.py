@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -10,14 +9,6 @@ from hartkit.ar_models.config import ARConfig
 from hartkit.ar_models.efficiency import count_macs, generation_macs, simulate_sampling, steps_of
 from hartkit.ar_models.fake_tokenizer import FakeMultiScaleTokenizer
 from hartkit.ar_models.model import ScaleAR, TokenSpec
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def small(kind: str, **over) -> ScaleAR:

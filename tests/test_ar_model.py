@@ -12,16 +12,6 @@ from hartkit.ar_models.fake_tokenizer import FakeMultiScaleTokenizer
 from hartkit.ar_models.model import ScaleAR, TokenBatch, TokenSpec
 from hartkit.ar_models.sampling import filter_logits, generate_tokens
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops: one thread avoids OpenMP spin-wait contention on a shared 2-core machine (10-20x slower)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 PROMPTS = ["a red circle on a blue background", "two green squares", "", "a small yellow triangle"]
 
 

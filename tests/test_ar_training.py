@@ -15,13 +15,6 @@ from hartkit.ar_models.trainer import train_generator
 WORDS = ["red circle", "blue square", "green star", "white cross"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
 
 def fake_items(n: int = 16):
     g = torch.Generator().manual_seed(0)

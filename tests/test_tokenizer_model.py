@@ -6,16 +6,6 @@ from omegaconf import OmegaConf
 
 from hartkit.tokenizers import ImageSizeError, Tokens, build_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: with several threads on a shared, busy machine OpenMP spin-waiting makes
-    # these tests 10-30x slower; one thread is fastest here
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TINY = {
     "autoencoder": {"ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "dec_res_blocks": 1, "attn_levels": [-1],
                     "mid_attn": True, "z_channels": 4, "norm_groups": 4},

@@ -19,16 +19,6 @@ from hartkit.tokenizers.pretrained import (
     to_layout,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: with several threads on a shared, busy machine OpenMP spin-waiting makes
-    # these tests 10-30x slower; one thread is fastest here
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 CH, CH_MULT, ENC_BLOCKS, DEC_BLOCKS, CVAE, V = 32, (1, 1, 2), 2, 3, 8, 64
 PATCH_NUMS = (1, 2, 3, 4)  # latent 4x4 at 16 px (4x); Phi map [0, 1, 2, 3] (no ties)
 PHI_OF_SCALE = [0, 1, 2, 3]

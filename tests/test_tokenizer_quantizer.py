@@ -14,16 +14,6 @@ from hartkit.tokenizers.quantizer import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: with several threads on a shared, busy machine OpenMP spin-waiting makes
-    # these tests 10-30x slower; one thread is fastest here
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_phi_map_for_var_default_10_scales():
     assert phi_index_map(10, 4) == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
 

@@ -10,14 +10,6 @@ from hartkit.stages.recon_eval import bits_per_image, evaluate_reconstruction, f
 from hartkit.tokenizers import build_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(kind):
     torch.manual_seed(0)
     model = build_tokenizer({

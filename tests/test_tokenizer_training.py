@@ -11,16 +11,6 @@ from hartkit.tokenizers.checkpoint import tokenizer_config
 from hartkit.tokenizers.trainer import train_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: with several threads on a shared, busy machine OpenMP spin-waiting makes
-    # these tests 10-30x slower; one thread is fastest here
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class RandomImages(Dataset):
     def __init__(self, n=16, size=16, nan=False):
         g = torch.Generator().manual_seed(0)
