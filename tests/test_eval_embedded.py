@@ -20,7 +20,7 @@ from hartkit.eval.embedded.model import expected_sha256
 from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy, counterfactuals
 from hartkit.utils.hashing import file_sha256
 
-SHAPE_FLOOR = 0.0  # set from the shipped weights' measured shape accuracy, well below it (README)
+SHAPE_FLOOR = 0.10  # chance (1 in 10); the shipped weights reach about 0.25 (README)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,9 @@
 
 Contrastive (symmetric InfoNCE, ``open_clip.ClipLoss``) training of
 ``hartkit-embedded-clip`` on synthscenes train-split captions at 64 px plus
-captioned crops of the bundled photographs, deterministic from ``--seed``
+captioned crops of the bundled photographs, with caption hard negatives and an
+auxiliary per-grid-cell layout read-out (``LayoutHeads``, training only),
+deterministic from ``--seed``
 (data order and initialisation; fixed thread count). At the end it measures the
 saved (fp16) weights on the held-out synthscenes test split: image-text
 retrieval top-1 and zero-shot attribute accuracy of the main object, and writes
@@ -27,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from hartkit.data.synthscenes import COLORS, POSITIONS, SHAPES, SIZES, parse_caption
 from hartkit.eval.embedded.model import (
+    CONFIG_PATH,
     PACKAGE_DIR,
     EmbeddedEvaluator,
     build_model,
@@ -113,6 +117,53 @@ def contrastive_loss_with_negatives(img_BD: torch.Tensor, txt_ND: torch.Tensor, 
     return (F.cross_entropy(i2t, target) + F.cross_entropy(t2i, target)) / 2
 
 
+class LayoutHeads(torch.nn.Module):
+    """Auxiliary linear read-outs of the scene layout from an embedding (training only, never shipped).
+
+    For each of the 9 grid cells: which shape (or none), which colour (or none) and which size (or none) sits
+    there. The same heads read image and text embeddings, so both towers must put every object's attributes
+    into the shared space, in the same directions; contrastive matching alone learns shape only slowly because
+    colours and backgrounds already separate most captions.
+    """
+
+    groups = (("shape", SHAPES), ("color", tuple(COLORS)), ("size", tuple(SIZES)))
+
+    def __init__(self, embed_dim: int):
+        super().__init__()
+        self.sizes = [len(values) + 1 for _, values in self.groups]  # + "empty cell"
+        self.proj = torch.nn.Linear(embed_dim, len(POSITIONS) * sum(self.sizes))
+
+    def forward(self, f_BD: torch.Tensor, labels_BPG: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, shape accuracy on occupied cells); ``labels_BPG``: class per cell and group, 0 = empty.
+
+        Shape and colour are scored on occupied cells only (most cells are empty, and "empty" would drown the
+        shape signal); size keeps the empty class, so it also teaches where objects are.
+        """
+        logits = self.proj(f_BD).view(f_BD.shape[0], len(POSITIONS), -1)
+        occupied = labels_BPG[..., 2] > 0
+        losses, shape_acc = [], torch.tensor(0.0)
+        for g, (part, n) in enumerate(zip(logits.split(self.sizes, dim=-1), self.sizes)):
+            target = labels_BPG[..., g]
+            if g < 2:
+                part, target = part[occupied], target[occupied]
+            losses.append(F.cross_entropy(part.reshape(-1, n), target.reshape(-1)))
+            if g == 0:
+                shape_acc = (part.argmax(-1) == target).float().mean().detach()
+        return sum(losses) / len(losses), shape_acc
+
+
+def layout_labels(prompt: str) -> torch.Tensor | None:
+    """(9 cells, 3 groups) class indices (0 = empty) from a synthscenes caption; None outside the grammar."""
+    objects = parse_caption(prompt)["objects"]
+    if not objects:
+        return None
+    out = torch.zeros(len(POSITIONS), len(LayoutHeads.groups), dtype=torch.long)
+    for obj in objects:
+        for g, (key, values) in enumerate(LayoutHeads.groups):
+            out[POSITIONS.index(obj["position"]), g] = list(values).index(obj[key]) + 1
+    return out
+
+
 def train(args: argparse.Namespace) -> dict:
     import open_clip
 
@@ -130,10 +181,17 @@ def train(args: argparse.Namespace) -> dict:
     tokenizer = get_tokenizer()
     tokens = torch.cat([tokenizer(prompts[s : s + 4096]) for s in range(0, len(prompts), 4096)])
 
-    model = build_model()
+    model = build_model(args.model_config)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    # layout supervision: labels per sample, and a mask for the photos (no layout)
+    labels = [layout_labels(p) for p in prompts]
+    has_layout = torch.tensor([lab is not None for lab in labels])
+    empty = torch.zeros(len(POSITIONS), len(LayoutHeads.groups), dtype=torch.long)
+    labels = torch.stack([lab if lab is not None else empty for lab in labels])
+    heads = LayoutHeads(model.text_projection.shape[1])
+    named = [*model.named_parameters(), *(("heads." + n, p) for n, p in heads.named_parameters())]
+    decay = [p for n, p in named if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in named if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = open_clip.ClipLoss()
@@ -141,13 +199,14 @@ def train(args: argparse.Namespace) -> dict:
     # bind shape and colour to the image instead of matching captions by background and position alone
     variants = [counterfactuals(p) for p in prompts] if args.hard_negatives else []
     rng = np.random.default_rng(args.seed)
-    cfg = model.visual.preprocess_cfg
-    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    # exactly the evaluator's preprocessing (resize to the model's input size, CLIP mean/std)
+    preprocess = EmbeddedEvaluator(model=model).preprocess
+    model.train()
 
     gen = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(prompts), generator=gen)
     cursor = 0
+    shape_acc = torch.tensor(float("nan"))  # the layout read-out's shape accuracy (images + texts), for the bar
     t0 = time.perf_counter()
     bar = tqdm(range(args.steps), desc="train embedded-clip")
     for step in bar:
@@ -155,7 +214,7 @@ def train(args: argparse.Namespace) -> dict:
             order, cursor = torch.randperm(len(prompts), generator=gen), 0
         idx = order[cursor : cursor + args.batch_size]
         cursor += args.batch_size
-        x = (images[idx].float() / 255 - mean) / std
+        x = preprocess(images[idx].float() / 255)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, args.steps, args.warmup, args.lr)
         img_f = model.encode_image(x, normalize=True)
@@ -164,8 +223,14 @@ def train(args: argparse.Namespace) -> dict:
             txt_all = model.encode_text(torch.cat([tokens[idx], tokenizer(negatives)]), normalize=True)
             loss = contrastive_loss_with_negatives(img_f, txt_all, model.logit_scale.exp())
         else:
-            txt_f = model.encode_text(tokens[idx], normalize=True)
-            loss = loss_fn(img_f, txt_f, model.logit_scale.exp())
+            txt_all = model.encode_text(tokens[idx], normalize=True)
+            loss = loss_fn(img_f, txt_all, model.logit_scale.exp())
+        keep = has_layout[idx]
+        if args.layout_weight > 0 and keep.any():
+            lab = labels[idx][keep]
+            f_BD = torch.cat([img_f[keep], txt_all[: len(idx)][keep]])
+            layout_loss, shape_acc = heads(f_BD * args.layout_scale, torch.cat([lab, lab]))
+            loss = loss + args.layout_weight * layout_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -173,19 +238,22 @@ def train(args: argparse.Namespace) -> dict:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}",
+                            shape=f"{shape_acc.item():.2f}")
     train_seconds = time.perf_counter() - t0
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / "weights.safetensors"
-    state = {k: v.detach().to(torch.float16) for k, v in model.state_dict().items()}
+    # fp16 floats; integer buffers (BatchNorm's num_batches_tracked) keep their dtype
+    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v.detach()
+             for k, v in model.state_dict().items()}
     atomic_save_safetensors(weights_path, state, metadata={"model": "hartkit-embedded-clip", "seed": str(args.seed)})
     digest = file_sha256(weights_path)
     atomic_write_text(out / "weights.sha256", f"{digest}  weights.safetensors\n")
 
     # quality of exactly what ships: the fp16 file, reloaded
-    shipped = load_weights(build_model(), weights_path)
+    shipped = load_weights(build_model(args.model_config), weights_path)
     quality = measure_quality(EmbeddedEvaluator(model=shipped), test_images, test_prompts)
     report = {
         "command": " ".join(["python -m hartkit.eval.train_embedded", *sys.argv[1:]]),
@@ -206,9 +274,9 @@ def train(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--train-size", type=int, default=20000, help="synthscenes train images")
@@ -217,8 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--hard-negatives", action=argparse.BooleanOptionalAction, default=True,
                    help="add shape- and colour-swapped captions as negatives (default: on)")
+    p.add_argument("--layout-weight", type=float, default=2.0,
+                   help="weight of the auxiliary per-cell shape/colour/size read-out loss (0: contrastive only)")
+    p.add_argument("--layout-scale", type=float, default=8.0,
+                   help="the read-out sees the unit-norm embedding times this")
+    p.add_argument("--model-config", default=str(CONFIG_PATH),
+                   help="open_clip model json (default: the shipped one; others only to try architectures)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(PACKAGE_DIR), help="folder for weights.safetensors/.sha256 + quality.json")
     return p
 

@@ -36,26 +36,30 @@ class EmbeddedWeightsError(RuntimeError):
     """The embedded evaluator's weights are missing or are not the ones their sha256 names."""
 
 
-@functools.lru_cache(maxsize=1)
-def register_model_config() -> str:
-    """Make ``hartkit-embedded-clip`` known to open_clip (idempotent)."""
+@functools.lru_cache(maxsize=4)
+def register_model_config(config_path: str | os.PathLike = CONFIG_PATH) -> str:
+    """Make the config at ``config_path`` known to open_clip under its file stem (idempotent)."""
     import open_clip
 
-    if MODEL_NAME not in open_clip.list_models():
-        open_clip.add_model_config(CONFIG_PATH)
-    return MODEL_NAME
+    name = Path(config_path).stem
+    if name not in open_clip.list_models():
+        open_clip.add_model_config(Path(config_path))
+    return name
 
 
-def build_model() -> torch.nn.Module:
-    """A randomly initialised embedded CLIP (for training, or before loading weights)."""
+def build_model(config_path: str | os.PathLike = CONFIG_PATH) -> torch.nn.Module:
+    """A randomly initialised embedded CLIP (for training, or before loading weights).
+
+    ``config_path`` is the shipped config; another open_clip json is only for trying architectures out.
+    """
     import open_clip
 
-    register_model_config()
+    name = register_model_config(config_path)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # open_clip warns "initialised randomly", which is what we want here
     try:
-        model = open_clip.create_model(MODEL_NAME, pretrained=None)
+        model = open_clip.create_model(name, pretrained=None)
     finally:
         root.setLevel(level)
     return model
@@ -126,12 +130,13 @@ class EmbeddedEvaluator:
         self.model.eval().to(self.device)
         self.tokenizer = get_tokenizer()
         cfg = self.model.visual.preprocess_cfg
-        self.image_size = int(cfg["size"][0])
+        size = cfg["size"]  # open_clip gives a ViT's size as a pair, a ModifiedResNet's as one int
+        self.image_size = int(size if isinstance(size, int) else size[0])
+        # resize protocol (part of every metric's identity): bicubic with antialias to the model's input size,
+        # then CLIP's mean/std
+        self.resize = f"torch bicubic antialias to {self.image_size} px"
         self._mean = torch.tensor(cfg["mean"], device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1)
-
-    # resize protocol: bicubic with antialias to the model's 64 px, then CLIP's mean/std
-    resize = "torch bicubic antialias to 64 px"
 
     def preprocess(self, images_B3HW_01: torch.Tensor) -> torch.Tensor:
         x = images_B3HW_01.to(self.device, torch.float32)
