@@ -1,4 +1,9 @@
-"""Python logging set-up: one format, quiet on non-zero ranks."""
+"""Python logging set-up: one format, quiet on non-zero ranks.
+
+Under ``run.py`` Hydra has already configured the handlers (console + the run
+folder's log file, format in conf/config.yaml); they are kept. Outside Hydra
+(scripts, notebooks) a console handler with the same format is added.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,18 @@ import logging
 import os
 import sys
 
+FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
+DATEFMT = "%H:%M:%S"
+
 
 def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
-    if getattr(root, "_hartkit_configured", False):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s %(levelname)s] %(message)s", "%H:%M:%S"))
-    root.handlers[:] = [handler]
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
+        root.addHandler(handler)
     # read RANK from torchrun's environment: this runs before the process group exists
     is_rank_zero = int(os.environ.get("RANK", "0")) == 0
     root.setLevel(level if is_rank_zero else logging.WARNING)
-    root._hartkit_configured = True  # type: ignore[attr-defined]
     for noisy in ("PIL", "matplotlib", "urllib3", "datasets", "fsspec", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
