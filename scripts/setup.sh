@@ -11,5 +11,5 @@ fi
 python -m pip install --quiet --upgrade pip
 # torch first, so that torchvision resolves against the same build (any torch 2.3 .. 2.x works).
 python -m pip install --quiet "torch>=2.3,<3" "torchvision>=0.18"
-python -m pip install --quiet -e ".[dev]"
+python -m pip install --quiet -e ".[dev,slurm]"  # slurm: the submitit launcher, whose local mode the tests use
 python -c "import hartkit, torch; print(f'hartkit {hartkit.__version__} ready (torch {torch.__version__})')"

@@ -23,8 +23,9 @@ def test_smoke_runs_torch_only_and_writes_report(tmp_path, capsys):
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     train_s, train_img_s, sample_s, sample_img_s = (float(cells[i]) for i in (4, 5, 7, 8))
     assert train_s > 0 and sample_s > 0
-    assert train_img_s == pytest.approx(2 / train_s, rel=0.02)  # images/s = batch / median seconds
-    assert sample_img_s == pytest.approx(2 / sample_s, rel=0.02)
+    # images/s = batch / median seconds; the table rounds seconds to 3 decimals
+    assert 2 / (train_s + 0.0005) * 0.99 <= train_img_s <= 2 / max(train_s - 0.0005, 1e-6) * 1.01
+    assert 2 / (sample_s + 0.0005) * 0.99 <= sample_img_s <= 2 / max(sample_s - 0.0005, 1e-6) * 1.01
 
 
 def test_triton_backend_refused_on_cpu():

@@ -21,8 +21,10 @@ def _split(value: Any, parts: int) -> list[Any]:
     if isinstance(value, torch.Tensor):
         return list(torch.tensor_split(value, parts, dim=0))
     if isinstance(value, (list, tuple)):
+        # the same sizes as torch.tensor_split, so list fields stay aligned with tensor fields
         n = len(value)
-        bounds = [round(i * n / parts) for i in range(parts + 1)]
+        sizes = [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+        bounds = [sum(sizes[:i]) for i in range(parts + 1)]
         return [value[bounds[i]:bounds[i + 1]] for i in range(parts)]
     if isinstance(value, dict):
         pieces = {k: _split(v, parts) for k, v in value.items()}
