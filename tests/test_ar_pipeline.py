@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from hartkit.engine import is_finished
 from hartkit.pipeline import run_pipeline
@@ -39,13 +38,6 @@ def tiny_run(tmp_path) -> list[str]:
         f"eval.stats_cache={tmp_path}/fd_stats",
         "threads=1",
     ]
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("kind", ["discrete", "continuous", "hybrid"])

@@ -22,13 +22,6 @@ TINY_RUN = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("kind", ["discrete", "continuous", "hybrid"])
 def test_tokenizer_and_recon_eval_per_kind(compose_cfg, tmp_path, kind):
     ctx = run_pipeline(compose_cfg(f"tokenizer={kind}", *TINY_RUN, f"run_name=tk-{kind}"))

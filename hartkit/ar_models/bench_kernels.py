@@ -43,6 +43,7 @@ from hartkit.ar_models.model import ScaleAR, TokenBatch, TokenSpec
 from hartkit.ar_models.presets import load_preset
 from hartkit.ar_models.sampling import generate_tokens
 from hartkit.kernels import get_backend, set_backend
+from hartkit.utils.env import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -270,12 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="-", help="markdown report path ('-' = print only)")
     args = parser.parse_args(argv)
 
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            parser.error("--device cuda but no CUDA device is visible")
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as exc:
+        parser.error(str(exc))
     if device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     backends = args.backends or (["torch", "triton"] if device.type == "cuda" else ["torch"])

@@ -6,6 +6,7 @@ from hartkit.engine.artifact import (
     is_finished,
     load_artifact_config,
     load_artifact_weights,
+    mark_unfinished,
     read_summary,
 )
 from hartkit.engine.batches import StepBatches
@@ -30,6 +31,7 @@ __all__ = [
     "sync_only_on_last",
     "finish_artifact",
     "is_finished",
+    "mark_unfinished",
     "load_artifact_config",
     "load_artifact_weights",
     "read_summary",

@@ -24,7 +24,14 @@ DONE = "DONE"
 
 
 def is_finished(artifact_dir: str | os.PathLike) -> bool:
-    return (Path(artifact_dir) / DONE).exists()
+    folder = Path(artifact_dir)
+    return all((folder / name).is_file() for name in (DONE, WEIGHTS, CONFIG))
+
+
+def mark_unfinished(artifact_dir: str | os.PathLike) -> None:
+    """Retraining: the folder's old weights no longer count as finished (rank 0 removes DONE)."""
+    if is_main():
+        (Path(artifact_dir) / DONE).unlink(missing_ok=True)
 
 
 def finish_artifact(artifact_dir: str | os.PathLike, model: nn.Module, config: Any, summary: dict | None = None) -> None:

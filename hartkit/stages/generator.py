@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from hartkit.ar_models.model import ScaleAR, TokenSpec
-from hartkit.engine import finish_artifact, is_finished, load_artifact_weights
+from hartkit.engine import finish_artifact, is_finished, load_artifact_weights, mark_unfinished
 from hartkit.utils import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ def run(ctx) -> None:
     cache = get_token_cache(ctx, tokenizer)
     num_categories = int(cache["tensors"]["category_id"].max()) + 1
     model = build_generator(cfg.ar, tokenizer, num_categories)
-    if dist_utils.is_main() and (art / "DONE").exists():  # retraining: the old weights are no longer "finished"
-        (art / "DONE").unlink()
+    mark_unfinished(art)  # retraining: the old weights no longer count as finished
     groups = model.parameter_groups()
     log.info("generator %s on %s (%s): %.2f M parameters (AR %.2f M, diffusion head %.2f M, text encoder %.2f M), "
              "%d tokens per image, training %d steps -> %s", cfg.ar.name, cfg.tokenizer.name, model.kind,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from hartkit.engine import mark_unfinished
 from hartkit.tokenizers import build_tokenizer, is_finished_artifact, load_tokenizer, save_tokenizer
 from hartkit.tokenizers.checkpoint import load_state_dict_checked
 from hartkit.tokenizers.pretrained import (
@@ -22,7 +23,6 @@ from hartkit.tokenizers.pretrained import (
     read_state_dict,
     uses_pretrained,
 )
-from hartkit.utils import distributed as dist_utils
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ def run(ctx) -> None:
     from hartkit.data import ImageTensorDataset, build_dataset, collate
 
     train_set = ImageTensorDataset(build_dataset(cfg.data, "train"))
-    if dist_utils.is_main() and (art / "DONE").exists():  # retraining: the old weights are no longer "finished"
-        (art / "DONE").unlink()
+    mark_unfinished(art)  # retraining: the old weights no longer count as finished
     from hartkit.tokenizers.trainer import train_tokenizer
 
     log.info("tokenizer %s (%s): %.2f M parameters, %d tokens per image, training %d steps -> %s",

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
+from hartkit.engine import is_finished
 from hartkit.tokenizers.config import TokenizerConfig
 from hartkit.tokenizers.tokenizer import MultiScaleTokenizer
 
@@ -87,8 +88,7 @@ def save_tokenizer(model: MultiScaleTokenizer, tok_cfg: Any, folder: str | os.Pa
 
 
 def is_finished_artifact(folder: str | os.PathLike) -> bool:
-    folder = Path(folder)
-    return (folder / DONE_FILE).is_file() and (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file()
+    return is_finished(folder)
 
 
 def load_tokenizer(path: str | os.PathLike, device: torch.device | str = "cpu") -> MultiScaleTokenizer:
