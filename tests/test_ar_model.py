@@ -167,6 +167,7 @@ def test_every_kind_trains_a_step_and_samples(kind):
         cont=torch.cat([s.flatten(2).transpose(1, 2) for s in tokens.scales], 1) if tokens.scales else None,
         residual=tokens.residual.flatten(2).transpose(1, 2) if tokens.residual is not None else None,
         code_emb=tok.code_embedding(tokens.indices[-1]) if kind == "hybrid" else None,
+        rest_before_last=tokens.rest_before_last.flatten(2).transpose(1, 2) if kind == "hybrid" else None,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss, metrics = model.loss(batch, final_scale_keep=0.25)

@@ -45,7 +45,7 @@ def test_token_cache_round_trip(tmp_path, kind):
     save_cache(tmp_path / "c", enc, {"kind": kind})
     back = load_cache(tmp_path / "c")
     assert back["prompts"] == enc["prompts"] and back["info"]["kind"] == kind
-    expected = {"x_in", "category_id"} | {"discrete": {"idx"}, "hybrid": {"idx", "residual", "code_emb"},
+    expected = {"x_in", "category_id"} | {"discrete": {"idx"}, "hybrid": {"idx", "residual", "code_emb", "rest_before_last"},
                                           "continuous": {"cont"}}[kind]
     assert set(back["tensors"]) == expected
     for k, v in enc["tensors"].items():

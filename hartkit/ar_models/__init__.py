@@ -2,7 +2,7 @@
 
     from hartkit.ar_models import ScaleAR, TokenSpec, generate_images
     model = ScaleAR(cfg.ar, TokenSpec.from_tokenizer(tokenizer))
-    loss, metrics = model.loss(TokenBatch(...), final_scale_keep=0.2)
+    loss, metrics = model.loss(TokenBatch(...), generator=step_generator)  # subset rule: ar.train.final_scale_subset
     images = generate_images(model, tokenizer, prompts, cfg=3.0, top_k=0, top_p=0.0, generator=g)
 
 See README.md in this folder for the architecture and the config keys. Names are

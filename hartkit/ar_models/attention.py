@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hartkit.ar_models.positions import apply_rope
+from hartkit.errors import ConfigError
 from hartkit.kernels import block_causal_attention
 
 
@@ -23,7 +24,7 @@ class ScaleSelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, qv_bias: bool = True, l2_norm: bool = True):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"ar.width={dim} is not divisible by ar.heads={heads}")
+            raise ConfigError(f"ar.width={dim} is not divisible by ar.heads={heads}")
         self.heads, self.head_dim = heads, dim // heads
         self.l2_norm = l2_norm
         self.mat_qkv = nn.Linear(dim, 3 * dim, bias=False)

@@ -22,6 +22,7 @@ from torch import nn
 
 from hartkit.ar_models.config import TextEncoderConfig
 from hartkit.ar_models.text_encoders import build_text_encoder
+from hartkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Condition:
 def dropout_mask(n: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Bool (n,): True where a sample's condition is replaced by the null condition (independent Bernoulli(p))."""
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"ar.train.cond_drop_p must be in [0, 1], got {p}")
+        raise ConfigError(f"ar.train.cond_drop_p must be in [0, 1], got {p}")
     return torch.rand(n, generator=generator) < p
 
 
@@ -136,4 +137,4 @@ def build_conditioner(condition: str, num_classes: int, text_cfg: TextEncoderCon
         return ClassConditioner(num_classes, dim)
     if condition == "text":
         return TextConditioner(text_cfg, dim, text_dim=text_dim, encoder=text_encoder)
-    raise ValueError(f"ar.condition={condition!r} is unknown; choose text or class")
+    raise ConfigError(f"ar.condition={condition!r} is unknown; choose text or class")

@@ -53,7 +53,24 @@ class ARTrainConfig:
     grad_clip: float = 2.0
     ema_decay: float = 0.0  # 0 disables weight EMA
     cond_drop_p: float = 0.1  # per-sample condition dropout (null class / empty prompt) for CFG
-    final_scale_keep: float = 0.2  # hybrid/continuous: fraction of final-scale tokens kept in the training sequence
+    # Which last-scale tokens a training step keeps (dropped ones leave the transformer pass and every loss).
+    # One rule for every kind, drawn first from the step's generator, so discrete, hybrid and continuous
+    # generators trained with the same seed see the same tokens (README "Training details"):
+    #   hart: HART's token subsample (HARTForT2I.random_masking): mask rate r ~ N(1, 0.25) truncated to
+    #         [0.5, 1], min(ceil(n r), n - final_scale_min_keep) of the n last-scale tokens dropped, in a
+    #         random order per image; at an 8x8 last scale exactly 32 of 64 stay
+    #   all: keep every token (VAR's uniform loss)
+    #   fraction: keep round(final_scale_keep * n) per image (not HART's rule)
+    final_scale_subset: str = "hart"
+    final_scale_min_keep: int = 32  # hart: at least this many last-scale tokens stay (HART: 32)
+    final_scale_keep: float = 0.2  # fraction rule only
+    # hybrid: the last-scale codes the residual diffusion head is trained with.
+    #   sampled: HART (HARTForT2I.forward): sampled from the model's own logits under no_grad (top-k/top-p
+    #            below); target = latent before the last scale - embedding(sampled code)
+    #   teacher: the ground-truth codes and residual (a departure from HART)
+    residual_codes: str = "sampled"
+    residual_top_k: Optional[int] = None  # None: HART's 600 of 4096 codes scaled to the vocabulary (150 of 1024)
+    residual_top_p: float = 0.96  # HART: 0.96
     checkpoint_every: int = 200
     log_every: int = 25
     grid_every: int = 0  # 0: only at the end

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hartkit.errors import ConfigError
+
 
 def cosine_alpha_bar(num_steps: int, s: float = 0.008) -> torch.Tensor:
     """alpha_bar_t for t = 0..T-1 of the cosine schedule (Nichol & Dhariwal), betas capped at 0.999, float64."""
@@ -50,7 +52,7 @@ class GaussianDiffusion:
     def respaced(cls, num_train_steps: int, num_sample_steps: int) -> GaussianDiffusion:
         """Evenly spaced subset of the training steps (always including the first and the last)."""
         if not 1 <= num_sample_steps <= num_train_steps:
-            raise ValueError(f"ar.diffusion.num_sample_steps must be in [1, {num_train_steps}], got {num_sample_steps}")
+            raise ConfigError(f"ar.diffusion.num_sample_steps must be in [1, {num_train_steps}], got {num_sample_steps}")
         ab = cosine_alpha_bar(num_train_steps)
         keep = torch.linspace(0, num_train_steps - 1, num_sample_steps).round().long().unique()
         return cls(ab[keep], keep)

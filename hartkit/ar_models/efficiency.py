@@ -67,14 +67,15 @@ def simulate_sampling(model: ScaleAR, B: int = 1, guided: bool = True, diffusion
     try:
         for k, pn in enumerate(spec.patch_nums):
             x = None if k == 0 else torch.zeros(Bc, pn * pn, Cv, device=device)
-            h = model.step_cached(k, cond, x)
+            h_raw = model.step_cached(k, cond, x, raw=True)
+            h = model.head_nm(h_raw, cond.cond_BC)
             if model.head is not None:
                 model.head(h)
             diff_here = model.kind == "continuous" or (model.kind == "hybrid" and k == spec.num_scales - 1)
             if diff_here:
                 cond_d = h.flatten(0, 1)
                 if model.residual_cond is not None:
-                    cond_d = model.residual_cond(h, torch.zeros(Bc, pn * pn, Cv, device=device)).flatten(0, 1)
+                    cond_d = model.residual_condition(h_raw, torch.zeros(Bc, pn * pn, Cv, device=device)).flatten(0, 1)
                 steps = model.diffusion.num_sample_steps if diffusion_steps is None else diffusion_steps
                 xt = torch.zeros(cond_d.shape[0], Cv, device=device)
                 t = torch.zeros(cond_d.shape[0], dtype=torch.long, device=device)

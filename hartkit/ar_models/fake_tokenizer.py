@@ -60,7 +60,10 @@ class FakeMultiScaleTokenizer(nn.Module):
         f = (self.enc @ patches).view(B, self.latent_channels, s, s)
         f_rest, f_hat = f.clone(), torch.zeros_like(f)
         indices, scales = [], []
+        rest_before_last = None
         for k, pn in enumerate(self.patch_nums):
+            if k == len(self.patch_nums) - 1:
+                rest_before_last = f_rest.clone()
             z = F.interpolate(f_rest, size=(pn, pn), mode="area")
             if self.kind == "continuous":
                 value = z
@@ -71,8 +74,9 @@ class FakeMultiScaleTokenizer(nn.Module):
                 indices.append(value)
             h = self._scale_map(k, value)
             f_hat, f_rest = f_hat + h, f_rest - h
-        residual = (f - f_hat) if self.kind == "hybrid" else None
-        return Tokens(self.kind, self.patch_nums, indices=indices or None, scales=scales or None, residual=residual)
+        hybrid = self.kind == "hybrid"
+        return Tokens(self.kind, self.patch_nums, indices=indices or None, scales=scales or None,
+                      residual=(f - f_hat) if hybrid else None, rest_before_last=rest_before_last if hybrid else None)
 
     def f_hat_of(self, tokens: Tokens, use_residual: bool = True) -> torch.Tensor:
         values = tokens.indices if tokens.indices is not None else tokens.scales

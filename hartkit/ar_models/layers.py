@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hartkit.errors import ConfigError
+
 NORMS = ("layernorm", "rmsnorm")
 
 
@@ -30,7 +32,7 @@ def make_norm(kind: str, dim: int, affine: bool = False, eps: float = 1e-6) -> n
         return nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
     if kind == "rmsnorm":
         return RMSNorm(dim, eps=eps, affine=affine)
-    raise ValueError(f"ar.norm={kind!r} is unknown; choose one of {NORMS}")
+    raise ConfigError(f"ar.norm={kind!r} is unknown; choose one of {NORMS}")
 
 
 class GeluMLP(nn.Module):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from hartkit.errors import ConfigError
+
 POSITION_SCHEMES = ("rope2d", "absolute")
 
 
@@ -37,7 +39,7 @@ def text_coords(num_tokens: int) -> torch.Tensor:
 def rope_tables(coords_L2: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape (L, head_dim // 2): the first half of the rotation pairs follows the row, the second the column."""
     if head_dim % 4:
-        raise ValueError(f"rope2d needs a head dimension divisible by 4, got {head_dim}; change ar.width or ar.heads")
+        raise ConfigError(f"rope2d needs a head dimension divisible by 4, got {head_dim}; change ar.width or ar.heads")
     quarter = head_dim // 4
     freqs = base ** (-torch.arange(quarter, dtype=torch.float64, device=coords_L2.device) / quarter)
     ang = torch.cat([coords_L2[:, :1].double() * freqs, coords_L2[:, 1:2].double() * freqs], dim=1)

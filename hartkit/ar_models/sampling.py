@@ -5,7 +5,10 @@ then
 - categorical: ``logits = (1 + t) cond - t uncond`` with ``t = cfg * k / (K-1)``
   (VAR / HART ramp), top-k then top-p, sample;
 - hybrid, final scale: after the codes, the residual diffusion head samples
-  each token's continuous residual (guidance on its noise prediction);
+  each token's continuous residual (guidance on its noise prediction),
+  conditioned on ``decoder_norm(h + word_embed(code embedding))`` as HART's
+  ``autoregressive_infer_cfg`` does; the last scale's codes enter ``f_hat``
+  without Phi when the tokenizer follows HART (its ``add_scale``);
 - continuous: the diffusion head samples each token's value.
 The tokenizer turns the sampled scale into the next scale's input
 (``add_scale`` / ``next_scale_input``) and finally decodes the ``Tokens``.
@@ -19,35 +22,15 @@ from dataclasses import dataclass, field
 import torch
 
 from hartkit.ar_models.conditioning import CondInput
+from hartkit.ar_models.logits import filter_logits, sample_logits
 from hartkit.ar_models.model import ScaleAR
 from hartkit.tokenizers.tokens import Tokens
+
+__all__ = ["cfg_ramp", "filter_logits", "generate_images", "generate_in_batches", "generate_tokens", "sample_logits"]
 
 
 def cfg_ramp(cfg: float, k: int, num_scales: int) -> float:
     return cfg * k / (num_scales - 1) if num_scales > 1 else cfg
-
-
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
-    """Keep the ``top_k`` largest logits, then the smallest set whose probability reaches ``top_p``."""
-    logits = logits.clone()
-    V = logits.shape[-1]
-    if 0 < top_k < V:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits[logits < kth] = float("-inf")
-    if 0.0 < top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop_sorted = cum - sorted_logits.softmax(-1) >= top_p  # mass before this token already reaches top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits[drop] = float("-inf")
-    return logits
-
-
-def sample_logits(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    probs = filter_logits(logits_BlV.float(), top_k, top_p).softmax(-1)
-    flat = probs.flatten(0, -2)
-    return torch.multinomial(flat, 1, generator=generator).view(logits_BlV.shape[:-1])
 
 
 @dataclass
@@ -88,7 +71,8 @@ def generate_tokens(model: ScaleAR, tokenizer, cond_inputs: CondInput, cfg: floa
             if k > 0:
                 x_feed = teacher_inputs[k - 1] if teacher_inputs is not None else x_in
                 x_feed = torch.cat([x_feed, x_feed]) if guided else x_feed
-            h = model.step_cached(k, cond, x_feed)  # (B or 2B, pn*pn, C)
+            h_raw = model.step_cached(k, cond, x_feed, raw=True)  # (B or 2B, pn*pn, C)
+            h = model.head_nm(h_raw, cond.cond_BC)
             t = cfg_ramp(cfg, k, K)
             td = cfg_ramp(cfg if diffusion_cfg is None else diffusion_cfg, k, K)
             if model.head is not None:
@@ -103,7 +87,7 @@ def generate_tokens(model: ScaleAR, tokenizer, cond_inputs: CondInput, cfg: floa
                 value = idx
                 if model.kind == "hybrid" and k == K - 1 and not skip_residual:
                     code = tokenizer.code_embedding(torch.cat([idx, idx]) if guided else idx)
-                    cond_d = model.residual_cond(h, code).flatten(0, 1)  # guided: rows [cond; uncond]
+                    cond_d = model.residual_condition(h_raw, code).flatten(0, 1)  # guided: rows [cond; uncond]
                     res = model.diffusion.sample(cond_d, guidance=td if guided else None, generator=generator,
                                                  num_steps=diffusion_steps)
                     residual = res.view(B, pn, pn, -1).permute(0, 3, 1, 2)

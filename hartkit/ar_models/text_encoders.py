@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from hartkit.ar_models.config import TextEncoderConfig
+from hartkit.errors import ConfigError
 
 TEXT_ENCODERS = ("learned", "clip", "hf")
 
@@ -69,7 +70,7 @@ class ClipTextEncoder(nn.Module):
         import open_clip
 
         if not pretrained:
-            raise ValueError(
+            raise ConfigError(
                 "ar/text_encoder=clip needs local open_clip weights: set ar.text_encoder.pretrained=/path/to/weights "
                 "(and ar.text_encoder.model, e.g. ViT-B-32). hartkit never downloads them."
             )
@@ -77,7 +78,7 @@ class ClipTextEncoder(nn.Module):
             raise FileNotFoundError(f"ar.text_encoder.pretrained={pretrained!r} is not a file")
         model = open_clip.create_model(model_name or "ViT-B-32", pretrained=pretrained)
         if not hasattr(model, "token_embedding"):
-            raise ValueError(f"open_clip model {model_name!r} has a custom text tower; use a CLIP-style model")
+            raise ConfigError(f"open_clip model {model_name!r} has a custom text tower; use a CLIP-style model")
         self.tokenizer = open_clip.get_tokenizer(model_name or "ViT-B-32")
         self.max_len = max_len
         self.token_embedding, self.positional_embedding = model.token_embedding, model.positional_embedding
@@ -108,7 +109,7 @@ class HFTextEncoder(nn.Module):
             raise ImportError("ar/text_encoder=hf needs transformers: pip install 'hartkit[hf]'") from exc
         path = pretrained or model
         if not path:
-            raise ValueError("ar/text_encoder=hf needs ar.text_encoder.pretrained=/local/model/folder (or .model=<hub id>)")
+            raise ConfigError("ar/text_encoder=hf needs ar.text_encoder.pretrained=/local/model/folder (or .model=<hub id>)")
         local = Path(path).exists()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local)
         self.model = transformers.AutoModel.from_pretrained(path, local_files_only=local)
@@ -131,4 +132,4 @@ def build_text_encoder(cfg: TextEncoderConfig) -> nn.Module:
         return ClipTextEncoder(cfg.model, cfg.pretrained, cfg.max_len)
     if cfg.name == "hf":
         return HFTextEncoder(cfg.model, cfg.pretrained, cfg.max_len)
-    raise ValueError(f"ar.text_encoder.name={cfg.name!r} is unknown; choose one of {TEXT_ENCODERS}")
+    raise ConfigError(f"ar.text_encoder.name={cfg.name!r} is unknown; choose one of {TEXT_ENCODERS}")

@@ -2,8 +2,10 @@
 
 Per image the cache stores what ``TokenBatch`` needs: the teacher-forcing
 inputs, the code indices (discrete / hybrid), the per-token continuous values
-(continuous), the final scale's residual and the codebook rows of its
-indices (hybrid), plus the prompt, category and category id. Tensors go to one
+(continuous), the final scale's residual, the codebook rows of its
+indices and the latent before the last scale's code (``rest_before_last``,
+HART's ``f_rest_wo_last_discrete``: the hybrid loss subtracts the embedding
+of the code it samples from it) (hybrid), plus the prompt, category and category id. Tensors go to one
 safetensors file, the text fields to a JSON file written last (its presence
 marks a complete cache); both are written atomically.
 """
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 TENSORS = "tokens.safetensors"
 META = "meta.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: + rest_before_last (hybrid)
 
 
 def _flat(map_BChw: torch.Tensor) -> torch.Tensor:
@@ -51,6 +53,11 @@ def encode_dataset(tokenizer, dataset, batch_size: int, device, collate_fn, desc
         if tokens.residual is not None:
             fields["residual"] = _flat(tokens.residual)
             fields["code_emb"] = tokenizer.code_embedding(tokens.indices[-1])
+            rest = tokens.rest_before_last
+            if rest is None:  # a tokenizer that does not report it: residual + the last scale's contribution
+                rest = tokens.residual + tokenizer.add_scale(torch.zeros_like(tokens.residual), len(tokens.patch_nums) - 1,
+                                                             tokens.indices[-1])
+            fields["rest_before_last"] = _flat(rest)
         for k, v in fields.items():
             parts.setdefault(k, []).append(v.float().cpu() if v.is_floating_point() else v.cpu())
         prompts += list(batch["prompt"])
@@ -108,4 +115,4 @@ def collate_tokens(items: list[dict]) -> dict:
 def to_token_batch(batch: dict, cond: CondInput, device) -> TokenBatch:
     get = lambda k: batch[k].to(device) if k in batch else None
     return TokenBatch(cond=cond, x_in=get("x_in"), idx=get("idx"), cont=get("cont"), residual=get("residual"),
-                      code_emb=get("code_emb"))
+                      code_emb=get("code_emb"), rest_before_last=get("rest_before_last"))

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hartkit.errors import ConfigError
+
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
     """GroupNorm with VAR's eps; small widths get the largest group count that divides them."""
@@ -91,7 +93,7 @@ def _attn_level_set(attn_levels, num_levels: int) -> set[int]:
     for lvl in attn_levels:
         idx = lvl + num_levels if lvl < 0 else lvl
         if not 0 <= idx < num_levels:
-            raise ValueError(f"attention level {lvl} is out of range for {num_levels} levels (ch_mult has {num_levels} entries)")
+            raise ConfigError(f"attention level {lvl} is out of range for {num_levels} levels (ch_mult has {num_levels} entries)")
         out.add(idx)
     return out
 

@@ -16,6 +16,7 @@ import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
 from hartkit.engine import is_finished
+from hartkit.errors import ConfigError
 from hartkit.tokenizers.config import TokenizerConfig
 from hartkit.tokenizers.tokenizer import MultiScaleTokenizer
 
@@ -37,6 +38,10 @@ def tokenizer_config(tok_cfg: Any) -> DictConfig:
 def build_tokenizer(tok_cfg: Any) -> MultiScaleTokenizer:
     """A freshly initialised tokenizer described by a ``tokenizer`` config subtree."""
     cfg = tokenizer_config(tok_cfg)
+    if cfg.freeze_quantizer_path and not (cfg.init_from or cfg.checkpoint):
+        raise ConfigError("tokenizer.freeze_quantizer_path=true freezes the encoder, quant_conv and quantizer, so it "
+                         "needs trained weights to start from: set tokenizer.init_from=<a discrete tokenizer's "
+                         "artifact folder or checkpoint> (HART's recipe, conf/tokenizer/hybrid_hart_recipe.yaml)")
     return MultiScaleTokenizer(
         kind=cfg.kind,
         autoencoder=OmegaConf.to_container(cfg.autoencoder, resolve=True),

@@ -32,7 +32,9 @@ class QuantizerConfig:
     phi_ratio: float = 0.5
     using_znorm: bool = False  # cosine nearest-code search
     beta: float = 0.25
-    phi_on_last_scale: bool = True  # VAR: true; HART's tokenizer: false (REFERENCE.md section 2)
+    # Phi at the last scale. None: by kind, discrete true (VAR), hybrid false (HART: its
+    # f_to_idxBl_and_frest and its sampler skip Phi there, so each residual token depends only on its own code)
+    phi_on_last_scale: Optional[bool] = None
     dead_code_reinit: bool = True
     dead_code_every: int = 25  # training steps between re-initialisations
     dead_code_threshold: float = 0.01  # EMA hits per step (summed over scales) below which a code is dead

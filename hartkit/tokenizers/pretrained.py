@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from hartkit.errors import ConfigError
 from hartkit.tokenizers.checkpoint import build_tokenizer, load_state_dict_checked, tokenizer_config
 from hartkit.tokenizers.tokenizer import MultiScaleTokenizer
 
@@ -63,7 +64,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a flat state dict of tensors")
+        raise ConfigError(f"{path} does not hold a flat state dict of tensors")
     return dict(obj)
 
 
@@ -88,7 +89,7 @@ def to_layout(model: MultiScaleTokenizer, fmt: str) -> dict[str, torch.Tensor]:
         return state
     if fmt == "hart":
         return {HART_PREFIX + k: v for k, v in state.items()}
-    raise ValueError(f"checkpoint_format={fmt!r} is unknown; choose one of {FORMATS}")
+    raise ConfigError(f"checkpoint_format={fmt!r} is unknown; choose one of {FORMATS}")
 
 
 def save_in_layout(model: MultiScaleTokenizer, path: str | os.PathLike, fmt: str) -> Path:
@@ -107,7 +108,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], fmt: str) -> dict[str, to
         return from_var_layout(state)
     if fmt == "hart":
         return from_hart_layout(state)
-    raise ValueError(f"tokenizer.checkpoint_format={fmt!r} is unknown; choose one of {FORMATS}")
+    raise ConfigError(f"tokenizer.checkpoint_format={fmt!r} is unknown; choose one of {FORMATS}")
 
 
 def load_into(model: MultiScaleTokenizer, state: dict[str, torch.Tensor], fmt: str, source: str) -> MultiScaleTokenizer:

@@ -8,6 +8,16 @@ each scale k of size pn_k (the last scale has the latent's own size):
 3. ``h = Phi_k(bicubic_resize(z, (h, w)))`` (no resize at the last scale);
 4. ``f_hat += h``, ``f_rest -= h``.
 
+Phi at the last scale is a per-tokenizer convention (``phi_on_last_scale``):
+VAR applies it; HART's hybrid tokenizer does not (mit-han-lab/hart,
+``hart/modules/models/autoencoder/quantize/hart_hybrid_quantize.py``,
+``HARTHybridQuantizer.f_to_idxBl_and_frest``: ``if si != SN - 1: h_BChw =
+self.quant_resi[...]``; ``get_next_autoregressive_input`` adds the last scale's
+codes without Phi). Without Phi the last scale's contribution at a position is
+the code's embedding itself, so the continuous residual of a token depends only
+on that token's code. (HART's training ``forward`` of the same class does apply
+Phi at the last scale; hartkit uses one convention per tokenizer everywhere.)
+
 The module names (``embedding``, ``quant_resi.qresi_ls.{i}``, buffer
 ``ema_vocab_hit_SV``) match VAR's checkpoint.
 """
@@ -21,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hartkit.errors import ConfigError
 from hartkit.kernels import nearest_code
 
 
@@ -48,7 +59,7 @@ def phi_index_map(num_scales: int, num_phi: int) -> list[int]:
     the other way, which would silently mismatch VAR's checkpoint.
     """
     if num_phi < 0:
-        raise ValueError(f"num_phi must be >= 0, got {num_phi}")
+        raise ConfigError(f"num_phi must be >= 0, got {num_phi}")
     if num_phi == 0:
         return list(range(num_scales))
     if num_phi == 1 or num_scales == 1:
@@ -181,20 +192,31 @@ class MultiScaleQuantizer(nn.Module):
     @torch.no_grad()
     def encode_indices(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per-scale indices and the (non-STE) f_hat of the discrete scales."""
+        indices, f_hat, _ = self.encode_walk(f_BChw)
+        return indices, f_hat
+
+    @torch.no_grad()
+    def encode_walk(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Per-scale indices, the (non-STE) f_hat of the discrete scales, and ``f_rest`` just before the
+        last scale's code is subtracted (HART's ``f_rest_wo_last_discrete`` in
+        ``HARTHybridQuantizer.f_to_idxBl_and_frest``: the target its residual diffusion starts from)."""
         with torch.autocast(device_type=f_BChw.device.type, enabled=False):
             f_rest = f_BChw.float().clone()
             B, C, H, W = f_rest.shape
             f_hat = torch.zeros_like(f_rest)
             K = len(self.patch_nums)
             indices = []
+            rest_before_last = f_rest
             for k, pn in enumerate(self.patch_nums):
+                if k == K - 1:
+                    rest_before_last = f_rest.clone()
                 z_BCpp = f_rest if k == K - 1 else area_resize(f_rest, pn)
                 idx_Bl = self.lookup(z_BCpp.permute(0, 2, 3, 1).reshape(-1, C)).view(B, pn * pn)
                 h = self.upsample_scale(self.embed_scale(idx_Bl, k), k, (H, W))
                 f_hat += h
                 f_rest -= h
                 indices.append(idx_Bl)
-            return indices, f_hat
+            return indices, f_hat, rest_before_last
 
     def indices_to_f_hat(self, indices: list[torch.Tensor], hw: tuple[int, int]) -> torch.Tensor:
         B = indices[0].shape[0]

@@ -6,7 +6,10 @@ with the latent f (DESIGN.md, "The spine"):
 
 - discrete: every scale quantized; ``f_hat`` is the sum of the quantized scales.
 - hybrid: the same, plus the continuous residual ``f - f_hat``; decoding with it
-  gives back ``decode_latent(f)``. One decoder learns both paths.
+  gives back ``decode_latent(f)``. One decoder learns both paths. By default
+  no Phi at the last scale (HART), so ``f_hat_{<K} + E[c] + (rest_before_last -
+  E[c]) = f`` for *any* last-scale code c: the generator may sample c and still
+  have a residual target that decodes to the latent.
 - continuous: a KL-regularised latent (the encoder outputs mean and log-variance),
   walked through the same scales without a codebook.
 """
@@ -19,9 +22,18 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from hartkit.errors import ConfigError
 from hartkit.tokenizers.autoencoder import Decoder, Encoder
 from hartkit.tokenizers.quantizer import ContinuousScaleWalk, MultiScaleQuantizer, area_resize
 from hartkit.tokenizers.tokens import KINDS, Tokens
+
+
+def resolve_phi_on_last_scale(kind: str, value: bool | None) -> bool:
+    """``tokenizer.quantizer.phi_on_last_scale``; None picks the published convention of the kind:
+    discrete true (VAR), hybrid false (HART, ``HARTHybridQuantizer.f_to_idxBl_and_frest``)."""
+    if value is None:
+        return kind != "hybrid"
+    return bool(value)
 
 
 class ImageSizeError(ValueError):
@@ -43,13 +55,13 @@ class MultiScaleTokenizer(nn.Module):
                  residual_drop_p: float = 0.5, name: str | None = None, freeze_quantizer_path: bool = False):
         super().__init__()
         if kind not in KINDS:
-            raise ValueError(f"tokenizer.kind={kind!r} is unknown; choose one of {KINDS}")
+            raise ConfigError(f"tokenizer.kind={kind!r} is unknown; choose one of {KINDS}")
         ae, q = dict(autoencoder), dict(quantizer)
         self.kind = kind
         self.name = name or kind
         self.patch_nums = tuple(int(p) for p in q["patch_nums"])
         if list(self.patch_nums) != sorted(set(self.patch_nums)):
-            raise ValueError(f"tokenizer.quantizer.patch_nums must increase strictly, got {list(self.patch_nums)}")
+            raise ConfigError(f"tokenizer.quantizer.patch_nums must increase strictly, got {list(self.patch_nums)}")
         self.latent_channels = int(ae["z_channels"])
         self.downsample = 2 ** (len(ae["ch_mult"]) - 1)
         self.vocab_size = 0 if kind == "continuous" else int(q["vocab_size"])
@@ -68,7 +80,8 @@ class MultiScaleTokenizer(nn.Module):
             self.quantize = MultiScaleQuantizer(
                 vocab_size=self.vocab_size, channels=C, patch_nums=self.patch_nums, num_phi=q.get("num_phi", 4),
                 phi_ratio=q.get("phi_ratio", 0.5), using_znorm=q.get("using_znorm", False), beta=q.get("beta", 0.25),
-                phi_on_last_scale=q.get("phi_on_last_scale", True), chunk_size=q.get("chunk_size", 4096))
+                phi_on_last_scale=resolve_phi_on_last_scale(kind, q.get("phi_on_last_scale")),
+                chunk_size=q.get("chunk_size", 4096))
         self.post_quant_conv = nn.Conv2d(C, C, 3, padding=1)
         self.decoder = Decoder(num_res_blocks=ae["dec_res_blocks"], in_channels=C, **common)
         self.frozen_quantizer_path = False
@@ -142,9 +155,11 @@ class MultiScaleTokenizer(nn.Module):
         if self.kind == "continuous":
             walk = self.quantize(f)
             return Tokens(kind=self.kind, patch_nums=self.patch_nums, scales=walk.scales)
-        indices, f_hat = self.quantize.encode_indices(f)
-        residual = (f.float() - f_hat) if self.kind == "hybrid" else None
-        return Tokens(kind=self.kind, patch_nums=self.patch_nums, indices=indices, residual=residual)
+        indices, f_hat, rest_before_last = self.quantize.encode_walk(f)
+        if self.kind != "hybrid":
+            return Tokens(kind=self.kind, patch_nums=self.patch_nums, indices=indices)
+        return Tokens(kind=self.kind, patch_nums=self.patch_nums, indices=indices, residual=f.float() - f_hat,
+                      rest_before_last=rest_before_last)
 
     # --- decoder side -----------------------------------------------------------------------
     def decode_latent(self, f_hat_BChw: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,9 @@ class Tokens:
     indices: Optional[list[torch.Tensor]] = None  # per scale: LongTensor (B, pn*pn), row-major
     scales: Optional[list[torch.Tensor]] = None  # per scale: continuous maps (B, C, pn, pn) (continuous kind)
     residual: Optional[torch.Tensor] = None  # hybrid: f - f_hat_discrete, (B, C, h, w)
+    # hybrid, from encode: the latent before the last scale's code is subtracted (HART's f_rest_wo_last_discrete),
+    # (B, C, h, w); the generator's residual target is this minus the (sampled) last-scale code's contribution
+    rest_before_last: Optional[torch.Tensor] = None
     extras: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,5 +60,6 @@ class Tokens:
             indices=mv(self.indices),
             scales=mv(self.scales),
             residual=None if self.residual is None else self.residual.to(device),
+            rest_before_last=None if self.rest_before_last is None else self.rest_before_last.to(device),
             extras=dict(self.extras),
         )
