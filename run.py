@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -14,6 +15,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from hartkit.config import register_configs  # noqa: E402
+from hartkit.errors import is_user_error  # noqa: E402
 from hartkit.utils.logging import setup_logging  # noqa: E402
 
 register_configs()
@@ -39,7 +41,13 @@ def main(cfg: DictConfig) -> None:
 
     setup_logging()
     export_submitit_task_env()  # tasks of one submitit/SLURM job join one DDP group, as under torchrun
-    run_pipeline(cfg)
+    try:
+        run_pipeline(cfg)
+    except Exception as exc:
+        if not is_user_error(exc) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # a programming error: keep the traceback
+        logging.getLogger("hartkit").error("%s (HYDRA_FULL_ERROR=1 shows the traceback)", exc)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

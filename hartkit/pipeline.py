@@ -20,10 +20,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hartkit.engine.rng import derive_seed, seed_all
+from hartkit.errors import UserError
 from hartkit.kernels import set_backend as set_kernel_backend
 from hartkit.records import ResultRecord, new_run_id, write_record
 from hartkit.utils import distributed as dist_utils
-from hartkit.utils.env import git_commit, hardware_info, resolve_device, seed_everything
+from hartkit.utils.env import git_commit, hardware_info, resolve_device
 from hartkit.utils.experiment_logger import build_logger
 from hartkit.utils.hashing import config_hash
 
@@ -45,16 +47,45 @@ ARTIFACT_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "generator": ("data", "tokenizer", "ar", "seed"),
 }
 # settings inside those subtrees that do not change the trained weights (sampling is done after training)
+_TOKENIZER_IGNORED = ("data.num_workers", "data.cache_dir", "tokenizer.train.grad_accum", "tokenizer.train.log_every",
+                      "tokenizer.train.grid_every", "tokenizer.train.grid_images", "tokenizer.train.checkpoint_every")
 ARTIFACT_IGNORED: dict[str, tuple[str, ...]] = {
     # grad_accum splits the same global batch into micro-batches: the math is unchanged
-    "tokenizer": ("data.num_workers", "data.cache_dir", "tokenizer.train.grad_accum", "tokenizer.train.log_every", "tokenizer.train.grid_every",
-                  "tokenizer.train.grid_images", "tokenizer.train.checkpoint_every"),
-    "generator": ("data.num_workers", "data.cache_dir", "ar.sampling", "ar.train.grad_accum", "ar.train.log_every", "ar.train.grid_every",
-                  "ar.train.grid_size", "ar.train.checkpoint_every"),
+    "tokenizer": _TOKENIZER_IGNORED,
+    # the generator depends on the tokenizer, so what does not change the tokenizer does not change it either
+    "generator": (*_TOKENIZER_IGNORED, "ar.sampling", "ar.train.grad_accum", "ar.train.log_every",
+                  "ar.train.grid_every", "ar.train.grid_size", "ar.train.checkpoint_every"),
 }
 
 
-class StageError(RuntimeError):
+def artifact_dir(cfg: DictConfig, artifact: str) -> Path:
+    """Folder of an artifact ('tokenizer', 'generator') of the run configured by ``cfg``, named by its config hash."""
+    relevant = OmegaConf.masked_copy(cfg, list(ARTIFACT_DEPENDENCIES[artifact]))
+    relevant = OmegaConf.to_container(relevant, resolve=True)
+    for dotted in ARTIFACT_IGNORED.get(artifact, ()):
+        *parents, leaf = dotted.split(".")
+        node = relevant
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    name = cfg.tokenizer.name if artifact == "tokenizer" else f"{cfg.tokenizer.name}-{cfg.ar.name}"
+    return Path(cfg.paths.artifacts) / artifact / f"{name}-{config_hash(relevant)}"
+
+
+def compose_run_config(overrides: list[str]) -> DictConfig:
+    """hartkit's config with these overrides: inside a running ``run.py`` job through Hydra's own loader
+    (the same search path as the job), elsewhere (tests, scripts) through a fresh initialisation."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides)
+    from hartkit.scaleout.sweep import compose_overrides
+
+    return compose_overrides(overrides)
+
+
+class StageError(UserError, RuntimeError):
     """A stage cannot run; the message says why and what to do."""
 
 
@@ -72,16 +103,7 @@ class RunContext:
 
     def artifact_dir(self, artifact: str) -> Path:
         """Folder of an artifact ('tokenizer', 'generator'), named by its config hash."""
-        relevant = OmegaConf.masked_copy(self.cfg, list(ARTIFACT_DEPENDENCIES[artifact]))
-        relevant = OmegaConf.to_container(relevant, resolve=True)
-        for dotted in ARTIFACT_IGNORED.get(artifact, ()):
-            *parents, leaf = dotted.split(".")
-            node = relevant
-            for p in parents:
-                node = node.get(p, {})
-            node.pop(leaf, None)
-        name = self.cfg.tokenizer.name if artifact == "tokenizer" else f"{self.cfg.tokenizer.name}-{self.cfg.ar.name}"
-        return Path(self.cfg.paths.artifacts) / artifact / f"{name}-{config_hash(relevant)}"
+        return artifact_dir(self.cfg, artifact)
 
     def resolved_config(self) -> dict[str, Any]:
         return OmegaConf.to_container(self.cfg, resolve=True)  # type: ignore[return-value]
@@ -121,7 +143,6 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_kernel_backend(cfg.kernels)
-    seed_everything(cfg.seed + dist_utils.rank())
     run_id = dist_utils.broadcast_object(cfg.run_name or new_run_id())
     logger = build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), run_name=cfg.run_name)
     ctx = RunContext(cfg=cfg, device=device, run_id=run_id, logger=logger)
@@ -131,6 +152,9 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
         for name, fn in stage_fns:
             t0 = time.perf_counter()
             log.info("stage %s: start", name)
+            # each stage's randomness depends on (seed, stage, rank) only, not on which stages ran before it
+            # in this process: a resumed run that skips finished stages draws exactly what an uninterrupted one does
+            seed_all(derive_seed(cfg.seed, name, dist_utils.rank()))
             fn(ctx)
             log.info("stage %s: done in %.1fs", name, time.perf_counter() - t0)
     finally:

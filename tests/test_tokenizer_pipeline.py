@@ -80,6 +80,23 @@ def test_hybrid_from_a_discrete_tokenizer_with_frozen_quantizer(compose_cfg):
     assert not torch.equal(disc["decoder.conv_out.weight"], hyb["decoder.conv_out.weight"])
 
 
+def test_hart_recipe_row_starts_from_the_discrete_row_of_the_same_run(compose_cfg):
+    """tokenizer=hybrid_hart_recipe (init_from: discrete) finds the discrete artifact trained with the same
+    overrides, and says what to run when it is missing."""
+    shared = [*TINY_RUN, "tokenizer.quantizer.vocab_size=64"]
+    from hartkit.pipeline import StageError
+
+    with pytest.raises(StageError, match=r"python run.py tokenizer=discrete stages=\[tokenizer\]"):
+        run_pipeline(compose_cfg("tokenizer=hybrid_hart_recipe", *shared, "run_name=early"))
+    disc = run_pipeline(compose_cfg("tokenizer=discrete", *shared, "run_name=disc")).state["tokenizer"].state_dict()
+    ctx = run_pipeline(compose_cfg("tokenizer=hybrid_hart_recipe", *shared, "run_name=recipe"))
+    recipe = ctx.state["tokenizer"]
+    assert recipe.kind == "hybrid"
+    for key, value in recipe.state_dict().items():
+        if key.startswith(("encoder.", "quant_conv.", "quantize.embedding", "quantize.quant_resi")):
+            assert torch.equal(value, disc[key]), key
+
+
 def test_pretrained_preset_without_checkpoint_says_which_key(compose_cfg):
     with pytest.raises(FileNotFoundError, match="tokenizer.checkpoint="):
         run_pipeline(compose_cfg("tokenizer=var_pretrained", *TINY_RUN, "run_name=z"))

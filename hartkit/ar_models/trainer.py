@@ -34,6 +34,7 @@ from hartkit.engine import (
     warmup_cosine_schedule,
     wrap_ddp,
 )
+from hartkit.engine.rng import derive_seed, private_generator, seed_all
 from hartkit.utils import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -77,26 +78,31 @@ def train_generator(model: ScaleAR, cache: dict, ar_cfg, artifact_dir: Path, dev
     ema = EMA(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None
     ckpt = CheckpointManager(Path(artifact_dir) / "checkpoints", keep=2)
     start = 0
+    running: dict[str, float] = {}  # smoothed metrics for the progress bar and the summary (checkpointed too)
     if resume and ckpt.latest_step() is not None:
         extra = ckpt.load(models={"model": model, "ema": ema.module if ema else None}, optimizers={"opt": opt},
                           schedulers={"sched": sched}, map_location=device)
         start = extra["step"]
+        running = {k: float(v) for k, v in extra.get("running", {}).items()}
+    else:
+        ckpt.set_aside()
     dataset = TokenCacheDataset(cache)
     batches = StepBatches(dataset, tcfg.batch_size, seed, start_step=start, collate_fn=collate_tokens)
     runner = wrap_ddp(_LossModule(model, float(tcfg.final_scale_keep)), device)
-    drop_gen = torch.Generator()
     use_amp = bool(tcfg.amp) and device.type == "cuda"
     accum = int(tcfg.grad_accum)
     grid_path = None
-    running: dict[str, float] = {}
     bar = tqdm(range(start, steps), desc=f"generator {ar_cfg.name}", initial=start, total=steps,
                disable=not dist_utils.is_main())
     for step in bar:
         batch = next(batches)
-        # the step's randomness (condition dropout, kept final-scale tokens, diffusion t / noise) comes from
-        # (seed, step, rank) alone, so a resumed run repeats it exactly whatever else touched the global RNG
-        drop_gen.manual_seed(hash((seed, step, dist_utils.rank())) % (2**62))
-        step_gen = torch.Generator(device=device).manual_seed(hash((seed, step, dist_utils.rank(), 1)) % (2**62))
+        # the step's randomness (dropout, condition dropout, kept final-scale tokens, sampled codes, diffusion
+        # t / noise) comes from (seed, step, rank) alone, so a resumed run repeats it exactly whatever else
+        # (a sample grid, a kill and restart) touched the global RNG before
+        step_seed = derive_seed(seed, "generator", step, dist_utils.rank())
+        seed_all(step_seed)
+        drop_gen = private_generator(derive_seed(step_seed, "condition_dropout"))
+        step_gen = private_generator(derive_seed(step_seed, "loss"), device)
         cond = condition_inputs(model, batch, ar_cfg.condition)
         drop = dropout_mask(len(batch["prompt"]), float(tcfg.cond_drop_p), drop_gen)
         cond = model.cond_module.apply_dropout(cond, drop)
@@ -130,7 +136,7 @@ def train_generator(model: ScaleAR, cache: dict, ar_cfg, artifact_dir: Path, dev
                 logger.log_metrics(logs, step=done)
         if tcfg.checkpoint_every and done % tcfg.checkpoint_every == 0 and done < steps:
             ckpt.save(done, models={"model": model, "ema": ema.module if ema else None}, optimizers={"opt": opt},
-                      schedulers={"sched": sched})
+                      schedulers={"sched": sched}, extra={"running": running})
         if grid_fn is not None and tcfg.grid_every and done % tcfg.grid_every == 0 and done < steps:
             grid_path = grid_fn(ema.module if ema else model, done, Path(artifact_dir)) or grid_path
             model.train()

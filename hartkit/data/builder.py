@@ -27,6 +27,7 @@ from hartkit.data import imagefolder, mjhq, photos, synthscenes
 from hartkit.data.config import DataConfig
 from hartkit.data.files import ImageStore, LazyImageTransform, check_images
 from hartkit.data.images import resize_filter
+from hartkit.errors import ConfigError
 from hartkit.utils.hashing import config_hash
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,9 @@ def build_dataset(data_cfg: Any, split: str = "train") -> Dataset:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)}")
     if cfg.name not in DATASETS:
-        raise ValueError(f"unknown dataset data.name={cfg.name!r}; choose one of {list(DATASETS)}")
+        raise ConfigError(f"unknown dataset data.name={cfg.name!r}; choose one of {list(DATASETS)}")
     if cfg.resolution < 8:
-        raise ValueError(f"data.resolution must be at least 8 pixels, got {cfg.resolution}")
+        raise ConfigError(f"data.resolution must be at least 8 pixels, got {cfg.resolution}")
     resize_filter(cfg.resize_filter)  # fail early on a typo
     if cfg.name == "mjhq30k" and split == "train":
         log.warning("MJHQ-30K has a single split: split 'train' uses the same images as 'test'")
@@ -134,7 +135,7 @@ class _SceneRenderer:
 def _generated(cfg: DataConfig, split: str, class_names: list[str]) -> Dataset:
     size = cfg.train_size if split == "train" else cfg.test_size
     if size < 1:
-        raise ValueError(f"data.{split}_size must be at least 1, got {size}")
+        raise ConfigError(f"data.{split}_size must be at least 1, got {size}")
     disk = Path(cfg.cache_dir) / cache_key(cfg, split) if cfg.cache_dir else None
     if disk is not None and (disk / "dataset_info.json").exists():
         log.info("loading %s/%s from %s", cfg.name, split, disk)
@@ -184,13 +185,13 @@ def _file_backed(
     if cfg.categories is not None:
         unknown = sorted(set(cfg.categories) - set(categories))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"data.categories names {unknown}, which {store.root} does not have; it has {sorted(set(categories))}"
             )
         wanted = set(cfg.categories)
         keep = [i for i in keep if categories[i] in wanted]
     if cfg.subset is not None and cfg.subset < 1:
-        raise ValueError(f"data.subset must be a positive number of images or null, got {cfg.subset}")
+        raise ConfigError(f"data.subset must be a positive number of images or null, got {cfg.subset}")
     good = check_images(store, [names[i] for i in keep], [categories[i] for i in keep], cfg.strict, limit=cfg.subset)
     if not good:
         raise FileNotFoundError(f"no readable images left under {store.root} (data.path) after filtering")

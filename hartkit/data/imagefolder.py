@@ -24,6 +24,7 @@ import logging
 from pathlib import Path, PurePosixPath
 
 from hartkit.data.files import ImageStore
+from hartkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def _pick(row: dict, keys: tuple[str, ...], what: str, source: str) -> str:
     for k in keys:
         if k in row and row[k] is not None:
             return str(row[k])
-    raise ValueError(f"captions file {source}: an entry has no {what} column (one of {list(keys)}): {row}")
+    raise ConfigError(f"captions file {source}: an entry has no {what} column (one of {list(keys)}): {row}")
 
 
 def parse_captions(text: str, source: str) -> dict[str, str]:
@@ -62,14 +63,14 @@ def parse_captions(text: str, source: str) -> dict[str, str]:
     if suffix == ".json":
         data = json.loads(text)
         if not isinstance(data, dict):
-            raise ValueError(f"captions file {source}: expected a JSON object mapping file name -> caption")
+            raise ConfigError(f"captions file {source}: expected a JSON object mapping file name -> caption")
         return {k: v if isinstance(v, str) else _pick(v, _TEXT_KEYS, "caption", source) for k, v in data.items()}
     if suffix == ".jsonl":
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     elif suffix == ".csv":
         rows = list(csv.DictReader(io.StringIO(text)))
     else:
-        raise ValueError(f"captions file {source}: unknown format {suffix!r}; use .json, .jsonl or .csv")
+        raise ConfigError(f"captions file {source}: unknown format {suffix!r}; use .json, .jsonl or .csv")
     return {_pick(r, _FILE_KEYS, "file name", source): _pick(r, _TEXT_KEYS, "caption", source) for r in rows}
 
 

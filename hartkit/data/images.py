@@ -8,6 +8,8 @@ import logging
 import numpy as np
 from PIL import Image
 
+from hartkit.errors import UserError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -22,7 +24,7 @@ RESIZE_FILTERS = {
 }
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(UserError, ValueError):
     """An image file could not be decoded."""
 
 

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path, PurePosixPath
 
 from hartkit.data.files import ImageStore
+from hartkit.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _HOW_TO_GET = (
 )
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(UserError, RuntimeError):
     """A dataset's files are not where the config says; the message says how to fix it."""
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from hartkit.data.bundled_photos import PHOTOS, load_photo, random_crop
+from hartkit.errors import ConfigError
 
 TRAIN_PHOTOS: tuple[str, ...] = (
     "astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
@@ -36,7 +37,7 @@ def render_crop(
         raise ValueError(f"unknown split {split!r}; photos has {sorted(SPLIT_PHOTOS)}")
     lo, hi = crop_scale
     if not 0 < lo <= hi <= 1:
-        raise ValueError(f"data.crop_scale must satisfy 0 < min <= max <= 1, got {list(crop_scale)}")
+        raise ConfigError(f"data.crop_scale must satisfy 0 < min <= max <= 1, got {list(crop_scale)}")
     names = SPLIT_PHOTOS[split]
     name = names[index % len(names)]
     rng = np.random.default_rng([int(seed), SPLIT_IDS[split], int(index)])

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from hartkit.errors import ConfigError
+
 
 def _split(value: Any, parts: int) -> list[Any]:
     if isinstance(value, torch.Tensor):
@@ -35,12 +37,12 @@ def _split(value: Any, parts: int) -> list[Any]:
 def split_batch(batch: Any, parts: int) -> list[Any]:
     """Split tensors (dim 0), lists and dicts of them into ``parts`` micro-batches, in order."""
     if parts < 1:
-        raise ValueError(f"grad_accum must be >= 1, got {parts}")
+        raise ConfigError(f"grad_accum must be >= 1, got {parts}")
     if parts == 1:
         return [batch]
     size = _batch_len(batch)
     if size < parts:
-        raise ValueError(f"a batch of {size} per process cannot be split into grad_accum={parts} micro-batches")
+        raise ConfigError(f"a batch of {size} per process cannot be split into grad_accum={parts} micro-batches")
     return _split(batch, parts)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hartkit.errors import ConfigError
 from hartkit.utils.distributed import rank, world_size
 
 
@@ -55,10 +56,10 @@ class StepBatches:
                  collate_fn: Callable[[list[Any]], Any] | None = None, num_workers: int = 0):
         world = world_size()
         if batch_size % world:
-            raise ValueError(f"batch_size={batch_size} must be divisible by the number of processes ({world})")
+            raise ConfigError(f"batch_size={batch_size} must be divisible by the number of processes ({world})")
         n = len(dataset)  # type: ignore[arg-type]
         if n < batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"the training set has {n} images but batch_size is {batch_size}; "
                 "use a smaller batch size or a larger data.train_size"
             )

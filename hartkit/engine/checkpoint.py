@@ -16,11 +16,11 @@ a half-written one that a reader could pick up.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from hartkit.errors import UserError
 from hartkit.utils.distributed import barrier, is_dist, is_main, rank, world_size
 from hartkit.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(UserError, RuntimeError):
+    """No usable checkpoint, or one that does not fit the model (the message names the folder)."""
 
 
 def _rng_state() -> dict[str, Any]:
@@ -90,20 +91,19 @@ class CheckpointManager:
         self.keep = max(1, keep)
 
     # -- reading ---------------------------------------------------------------------------
-    def _pointer(self) -> dict[str, Any] | None:
-        path = self.directory / "latest.json"
-        if not path.exists():
-            return None
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+    def step_dirs(self) -> list[Path]:
+        """Complete step folders, newest first. A folder only gets its ``step_*`` name by an atomic rename
+        after it was fully written, so one that exists is complete, even if ``latest.json`` (rewritten after
+        the rename) does not point at it yet."""
+        return sorted((p for p in self.directory.glob("step_*") if p.is_dir()), key=lambda p: p.name, reverse=True)
 
     def latest_step(self) -> int | None:
-        pointer = self._pointer()
-        return None if pointer is None else int(pointer["step"])
+        dirs = self.step_dirs()
+        return int(dirs[0].name.removeprefix("step_")) if dirs else None
 
     def latest_dir(self) -> Path | None:
-        pointer = self._pointer()
-        return None if pointer is None else self.directory / pointer["dir"]
+        dirs = self.step_dirs()
+        return dirs[0] if dirs else None
 
     def load_weights(self, models: dict[str, torch.nn.Module | None], step_dir: Path | None = None) -> None:
         step_dir = step_dir or self.latest_dir()
@@ -124,25 +124,52 @@ class CheckpointManager:
 
     def load(self, models: dict[str, torch.nn.Module | None], optimizers: dict[str, Any] | None = None,
              schedulers: dict[str, Any] | None = None, map_location: Any = "cpu", restore_rng: bool = True) -> dict:
-        """Restore everything saved by ``save``; returns ``extra`` with ``step``."""
-        step_dir = self.latest_dir()
-        if step_dir is None:
+        """Restore everything saved by ``save`` from the newest readable checkpoint; returns ``extra`` with ``step``.
+
+        A checkpoint that cannot be read (a truncated or damaged file: a full disk, a bad copy) is skipped with
+        a warning and the previous one is used; the trainer then repeats the steps in between exactly."""
+        candidates = self.step_dirs()
+        if not candidates:
             raise CheckpointError(f"no checkpoint to resume from in {self.directory}")
-        self.load_weights(models, step_dir)
-        state = torch.load(step_dir / "state.pt", map_location=map_location, weights_only=True)
-        for name, opt in (optimizers or {}).items():
-            opt.load_state_dict(state["optimizers"][name])
-        for name, sched in (schedulers or {}).items():
-            if sched is not None:
-                sched.load_state_dict(state["schedulers"][name])
-        if restore_rng:
-            _restore_rng(state["rng"])
-        extra = dict(state.get("extra", {}))
-        extra["step"] = int(state["step"])
-        log.info("resumed from %s (step %d)", step_dir, extra["step"])
-        return extra
+        problems = []
+        for step_dir in candidates:
+            try:
+                state = torch.load(step_dir / "state.pt", map_location=map_location, weights_only=True)
+                self.load_weights(models, step_dir)
+                for name, opt in (optimizers or {}).items():
+                    opt.load_state_dict(state["optimizers"][name])
+                for name, sched in (schedulers or {}).items():
+                    if sched is not None:
+                        sched.load_state_dict(state["schedulers"][name])
+            except Exception as exc:  # any damage: try the previous checkpoint, report all if none works
+                problems.append(f"{step_dir.name}: {type(exc).__name__}: {exc}")
+                log.warning("checkpoint %s is unreadable (%s: %s); falling back to the previous one",
+                            step_dir, type(exc).__name__, exc)
+                continue
+            if restore_rng:
+                _restore_rng(state["rng"])
+            extra = dict(state.get("extra", {}))
+            extra["step"] = int(state["step"])
+            log.info("resumed from %s (step %d)", step_dir, extra["step"])
+            return extra
+        raise CheckpointError(f"no readable checkpoint in {self.directory}; delete the folder to start over. "
+                              "Problems: " + "; ".join(problems))
 
     # -- writing ---------------------------------------------------------------------------
+    def set_aside(self) -> Path | None:
+        """Starting from scratch: move existing checkpoints to ``checkpoints-old-<time>`` (rank 0), so that
+        they are neither resumed from nor mistaken for this run's, yet nothing computed is deleted."""
+        moved = None
+        latest = self.latest_step()
+        if is_main() and latest is not None:
+            stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+            moved = self.directory.with_name(f"{self.directory.name}-old-{stamp}")
+            os.replace(self.directory, moved)
+            log.warning("%s held checkpoints up to step %d of an earlier run; moved them to %s "
+                        "(pass resume=true to continue a run instead)", self.directory, latest, moved)
+        barrier()
+        return moved
+
     def save(self, step: int, models: dict[str, torch.nn.Module | None], optimizers: dict[str, Any] | None = None,
              schedulers: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path | None:
         """Write a checkpoint (rank 0) and wait for it on every rank."""

@@ -7,11 +7,13 @@ import copy
 import torch
 from torch import nn
 
+from hartkit.errors import ConfigError
+
 
 class EMA:
     def __init__(self, model: nn.Module, decay: float):
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+            raise ConfigError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.module = copy.deepcopy(model).eval()
         self.module.requires_grad_(False)

@@ -6,8 +6,10 @@ import math
 
 import torch
 
+from hartkit.errors import UserError
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(UserError, FloatingPointError):
     def __init__(self, step: int, value: float, name: str = "loss"):
         super().__init__(
             f"{name} became {value} at step {step}; training stopped. The last good checkpoint is kept: "

@@ -21,10 +21,12 @@ from typing import Any
 
 import yaml
 
+from hartkit.errors import UserError
+
 REQUIRED_MACRO = "${args_no_hyphens}"
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(UserError, ValueError):
     """A sweep config whose runs would not reach Hydra intact."""
 
 

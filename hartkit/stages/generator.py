@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from hartkit.ar_models.model import ScaleAR, TokenSpec
 from hartkit.engine import finish_artifact, is_finished, load_artifact_weights, mark_unfinished
+from hartkit.errors import ConfigError
 from hartkit.utils import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def get_token_cache(ctx, tokenizer) -> dict:
 
 def build_generator(ar_cfg, tokenizer, num_categories: int | None = None) -> ScaleAR:
     if ar_cfg.condition == "class" and num_categories is not None and num_categories > ar_cfg.num_classes:
-        raise ValueError(f"the data has {num_categories} categories but ar.num_classes={ar_cfg.num_classes}; "
+        raise ConfigError(f"the data has {num_categories} categories but ar.num_classes={ar_cfg.num_classes}; "
                          f"set ar.num_classes={num_categories}")
     return ScaleAR(ar_cfg, TokenSpec.from_tokenizer(tokenizer))
 

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from hartkit.engine import mark_unfinished
+from hartkit.pipeline import StageError, artifact_dir, compose_run_config
 from hartkit.tokenizers import build_tokenizer, is_finished_artifact, load_tokenizer, save_tokenizer
 from hartkit.tokenizers.checkpoint import load_state_dict_checked
 from hartkit.tokenizers.pretrained import (
@@ -50,7 +51,7 @@ def run(ctx) -> None:
     model = build_tokenizer(tok_cfg)
     model.check_image_size(cfg.data.resolution)  # fail before building data or training
     if tok_cfg.init_from:
-        init_from(model, tok_cfg.init_from)
+        init_from(model, resolve_init_from(cfg))
         if tok_cfg.freeze_quantizer_path:
             model.freeze_quantizer_path()
 
@@ -76,6 +77,42 @@ def run(ctx) -> None:
 
 def _row_names(kind: str) -> list[str]:
     return ["original", "discrete", "hybrid"] if kind == "hybrid" else ["original", kind]
+
+
+# quantizer settings that belong to a tokenizer row, not to the shared sizes (the recipe sets its own)
+_ROW_QUANTIZER_KEYS = ("phi_on_last_scale", "dead_code_reinit")
+
+
+def resolve_init_from(cfg) -> str:
+    """``tokenizer.init_from`` as a path: a path stays; a tokenizer preset name (``discrete``) means the finished
+    artifact of ``tokenizer=<name>`` trained with this run's data, seed, sizes and training settings, i.e. the
+    row ``python run.py -m tokenizer=<name>,<this row> <same overrides>`` trains first (HART's recipe starts
+    from the trained discrete tokenizer). The preset keeps its own kind, name and row settings
+    (``quantizer.phi_on_last_scale``, ``quantizer.dead_code_reinit``); autoencoder, quantizer sizes and
+    ``train`` come from this run."""
+    source = str(cfg.tokenizer.init_from)
+    if Path(source).expanduser().exists() or "/" in source or source.endswith((".pth", ".pt", ".safetensors")):
+        return source
+    try:
+        base = compose_run_config([f"tokenizer={source}"])
+    except Exception as exc:  # Hydra's composition errors have many types; the message says what is missing
+        raise StageError(f"tokenizer.init_from={source!r} is neither an existing path nor a tokenizer preset "
+                         f"(conf/tokenizer/<name>.yaml): {exc}") from exc
+    base.data, base.seed, base.paths = cfg.data, cfg.seed, cfg.paths
+    base.tokenizer.autoencoder, base.tokenizer.train = cfg.tokenizer.autoencoder, cfg.tokenizer.train
+    own = {k: base.tokenizer.quantizer[k] for k in _ROW_QUANTIZER_KEYS}
+    base.tokenizer.quantizer = cfg.tokenizer.quantizer
+    for key, value in own.items():
+        base.tokenizer.quantizer[key] = value
+    art = artifact_dir(base, "tokenizer")
+    if not is_finished_artifact(art):
+        raise StageError(
+            f"tokenizer.init_from={source}: the {source} tokenizer for this data and seed is not trained yet "
+            f"(expected at {art}). Train it first: python run.py tokenizer={source} stages=[tokenizer] "
+            "with the same data/seed overrides, or run both in one sweep: "
+            f"python run.py -m tokenizer={source},{cfg.tokenizer.name}")
+    log.info("tokenizer.init_from=%s -> %s", source, art)
+    return str(art)
 
 
 def init_from(model, source: str) -> None:

@@ -31,6 +31,7 @@ from hartkit.engine import (
     warmup_cosine_schedule,
     wrap_ddp,
 )
+from hartkit.engine.rng import derive_seed, seed_all
 from hartkit.tokenizers.grid import save_reconstruction_grid
 from hartkit.tokenizers.losses import (
     PatchDiscriminator,
@@ -108,16 +109,10 @@ def train_tokenizer(model: MultiScaleTokenizer, dataset: Dataset, tok_cfg, out_d
         if core.kind != "continuous":
             core.quantize._hit_updates = int(extra.get("hit_updates", 0))
         log.info("resuming tokenizer training at step %d of %d", start, tcfg.steps)
-    elif ckpt.latest_step() is not None:
-        log.warning("%s holds checkpoints up to step %d; starting from scratch (pass resume=true to continue)",
-                    ckpt.directory, ckpt.latest_step())
+    else:
+        ckpt.set_aside()
 
     batches = StepBatches(dataset, tcfg.batch_size, seed=seed, start_step=start, collate_fn=collate_fn)
-    # Starting a DataLoader iterator draws a seed from the global RNG. Undo that draw so the training
-    # randomness (posterior noise, residual drop, dead codes) is the same whether a run starts or resumes.
-    rng = torch.get_rng_state()
-    pending = next(batches) if start < tcfg.steps else None
-    torch.set_rng_state(rng)
     if preview_images is None:
         preview_images = _preview_batch(dataset, tcfg.grid_images)
     discrete = core.kind != "continuous"
@@ -142,7 +137,10 @@ def train_tokenizer(model: MultiScaleTokenizer, dataset: Dataset, tok_cfg, out_d
     while step < tcfg.steps:
         if stop_after is not None and step - start >= stop_after:
             break
-        batch, pending = (pending, None) if pending is not None else (next(batches), None)
+        batch = next(batches)
+        # the step's randomness (posterior noise, residual drop, dead codes) depends on (seed, step, rank)
+        # only, so a resumed run draws exactly what an uninterrupted one does
+        seed_all(derive_seed(seed, "tokenizer", step, dist_utils.rank()))
         gan_on = disc is not None and step >= tcfg.gan_start_step
         micro_batches = split_batch(batch["image"], accum)
         opt.zero_grad(set_to_none=True)

@@ -1,14 +1,12 @@
-"""Facts about where a run happens: device, hardware, git commit, seeds."""
+"""Facts about where a run happens: device, hardware, git commit."""
 
 from __future__ import annotations
 
 import os
 import platform
-import random
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -52,9 +50,3 @@ def git_commit(repo_dir: str | os.PathLike | None = None) -> str | None:
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_dir, capture_output=True, text=True, check=False
     ).stdout.strip()
     return commit + ("-dirty" if dirty else "")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
