@@ -3,7 +3,19 @@
 A number means something only together with its protocol (dataset, split,
 image count, resolution, resize filter, feature extractor and its weights'
 hash, implementation), so every record stores it and the leaderboard groups
-by it.
+by it. Schema 2 adds what a reader needs to judge a number:
+
+- ``intervals``: metric -> [low, high], 95% bootstrap interval over images;
+- ``role``: ``model`` (a trained or loaded model), ``floor`` / ``ceiling`` (the
+  baselines every table shows), ``baseline`` (e.g. a thumbnail at the
+  tokenizer's budget);
+- ``noise_floor``: real-vs-real distances of two disjoint real sets at the
+  protocol's n, with how they were drawn;
+- ``notes``: caveats of this record's numbers (e.g. a per-category FD left out);
+- ``trained_commit``: the git commit at which the scored artifact was trained
+  (``git_commit`` is where it was scored); None when the artifact does not say.
+
+Records of schema 1 still load (the new fields take their defaults).
 """
 
 from __future__ import annotations
@@ -19,7 +31,8 @@ from typing import Any, Optional
 
 from hartkit.utils.io import atomic_write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+ROLES = ("model", "floor", "ceiling", "baseline")
 
 
 class RecordError(ValueError):
@@ -62,8 +75,13 @@ class ResultRecord:
     hardware: dict[str, Any] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: new_run_id())
     created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    git_commit: Optional[str] = None
+    git_commit: Optional[str] = None  # where the numbers were computed
     command: Optional[str] = None  # the command line that produced it
+    intervals: dict[str, list[float]] = field(default_factory=dict)  # metric -> [low, high] (95% bootstrap)
+    role: str = "model"  # model | floor | ceiling | baseline
+    noise_floor: dict[str, Any] = field(default_factory=dict)  # real-vs-real distances at the protocol's n
+    notes: list[str] = field(default_factory=list)
+    trained_commit: Optional[str] = None  # where the scored artifact was trained
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +107,13 @@ class ResultRecord:
             isinstance(v, (int, float)) or v is None for v in rec.metrics.values()
         ):
             raise RecordError("metrics must map names to numbers")
+        if not isinstance(rec.intervals, dict) or not all(
+            isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
+            for v in rec.intervals.values()
+        ):
+            raise RecordError("intervals must map metric names to [low, high]")
+        if rec.role not in ROLES:
+            raise RecordError(f"role {rec.role!r} is not one of {list(ROLES)}")
         return rec
 
 

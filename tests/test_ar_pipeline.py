@@ -49,7 +49,7 @@ def test_every_kind_trains_samples_and_is_scored(compose_cfg, tmp_path, kind):
     assert len(list((tmp_path / "artifacts" / "token_cache").glob("*/tokens.safetensors"))) == 1
     records, bad = iter_records(tmp_path / "results")
     assert not bad
-    (rec,) = [r for _, r in records if r.stage == "gen_eval"]
+    (rec,) = [r for _, r in records if r.stage == "gen_eval" and r.role == "model"]
     assert rec.label == f"{kind}+tiny" and rec.protocol.task == "generation" and rec.protocol.num_images == 6
     for key in ("fd_embedded", "latency_s", "throughput_img_s", "macs_per_image", "params_ar", "ar_steps"):
         assert key in rec.metrics and rec.metrics[key] is not None, key
@@ -70,7 +70,7 @@ def test_generator_artifact_is_reused_and_gen_eval_runs_alone(compose_cfg, tmp_p
     run_pipeline(compose_cfg(*run[1:], "stages=[gen_eval]", "ar.sampling.cfg=1.0", "run_name=second"))
     assert (art / "model.safetensors").stat().st_mtime_ns == stamp
     records, _ = iter_records(tmp_path / "results")
-    assert len([r for _, r in records if r.stage == "gen_eval"]) == 2
+    assert len([r for _, r in records if r.stage == "gen_eval" and r.role == "model"]) == 2
     summary = json.loads((art / "DONE").read_text())
     assert summary["steps"] == 3
 

@@ -13,6 +13,7 @@ from hartkit.eval.config import EvalConfig
 from hartkit.eval.embedded.model import expected_sha256
 from hartkit.eval.folder import score_folder
 from hartkit.eval.generation import GenerationMetrics
+from hartkit.eval.intervals import kid
 
 
 def _scenes(start: int, n: int, resolution: int = 64):
@@ -46,8 +47,12 @@ def test_overall_and_per_category_metrics(tmp_path, real):
     m.update(gen, prompts, cats)
     out = m.compute()
     assert out["num_images"] == 40 and out["num_failed"] == 0 and out["num_reference"] == 40
-    for cat in set(cats):
-        assert f"fd_embedded/{cat}" in out and f"clip_score_embedded/{cat}" in out
+    for cat in set(cats):  # a few images per category < 64 feature dimensions: KID, not FD, per category
+        assert f"kid_embedded/{cat}" in out and f"clip_score_embedded/{cat}" in out
+        assert f"fd_embedded/{cat}" not in out
+    assert any("per-category fd_embedded left out" in note for note in m.notes)
+    assert out["kid_embedded"] == pytest.approx(
+        kid(m._features(m.gen_feats, "fd_embedded"), m._features(m.ref_feats, "fd_embedded")), rel=1e-12)
     assert 0 <= out["prompt_accuracy"] <= out["prompt_accuracy/shape"] <= 1
     assert 0 <= out["prompt_accuracy/color"] <= 1
     assert out["clip_score_embedded"] >= 0
@@ -126,7 +131,7 @@ def test_reference_statistics_are_cached(tmp_path, real):
         results.append(m.compute())
     assert len(calls) == 1
     assert results[0]["fd_embedded"] == pytest.approx(results[1]["fd_embedded"], rel=1e-12)
-    assert results[0]["fd_embedded/star"] == pytest.approx(results[1]["fd_embedded/star"], rel=1e-12)
+    assert results[0]["kid_embedded/star"] == pytest.approx(results[1]["kid_embedded/star"], rel=1e-12)
 
 
 def _write_mjhq_layout(root, images, prompts, cats, size, start=0):
@@ -153,13 +158,15 @@ def test_mjhq_protocol_on_a_fixture_in_mjhq_layout(tmp_path, real):
     result = score_folder(gen_root, cfg, reference=ref_root)
     out = result.metrics
     assert {"fd_embedded", "clip_score_embedded"} <= set(out)
-    per_cat = {k.split("/", 1)[1] for k in out if k.startswith("fd_embedded/")}
+    per_cat = {k.split("/", 1)[1] for k in out if k.startswith("kid_embedded/")}
     assert per_cat == set(cats)
     assert {k.split("/", 1)[1] for k in out if k.startswith("clip_score_embedded/")} == set(cats)
     bad = dict(result.failures)
     assert set(bad) == {f"{cats[0]}/corrupt.png", f"{cats[1]}/small.png"}
     assert "unreadable" in bad[f"{cats[0]}/corrupt.png"] and "48x48" in bad[f"{cats[1]}/small.png"]
     assert out["num_failed"] == 2 and out["num_images"] == 40 and result.num_files == 42
+    lo, hi = result.intervals["fd_embedded"]
+    assert lo <= out["fd_embedded"] <= hi and "kid_embedded" in result.intervals
 
 
 def test_mjhq_evaluation_set_through_the_data_module(tmp_path, real):

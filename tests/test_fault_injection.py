@@ -1,9 +1,10 @@
 """Fault injection: SIGKILL a tiny full pipeline again and again, resume it, and get the uninterrupted result.
 
 A tiny pipeline (tokenizer -> recon_eval -> generator -> gen_eval, 32 px) is
-killed with SIGKILL at random moments drawn from a fixed-seed generator: after
-a checkpoint of each training stage has appeared, plus a random delay. After
-every kill it is restarted with ``resume=true`` until it exits cleanly. Its
+killed with SIGKILL again and again, at moments drawn from a fixed-seed
+generator: after new checkpoints of each training stage, between the token
+cache and the generator's first checkpoint, and anywhere in what is left. After every kill
+it is restarted with ``resume=true``, and once more at the end. Its
 final tokenizer and generator weights and token cache must be bit-identical to
 those of a run that was never killed (same thread count, same machine: every
 random draw is a function of seed, stage, step and rank), and its records must
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,23 +81,31 @@ def _checkpoint_step(work: Path, artifact: str) -> int:
         return -1
 
 
-def _run_once(work: Path, kind: str, trigger: str | None, delay: float, timeout: float = 240) -> str | None:
-    """Start the pipeline with resume=true. With a trigger: once this process has written a new checkpoint of
-    that stage, wait ``delay`` s and SIGKILL it. Returns where the kill landed, or None when the run exited
-    by itself (it must exit 0)."""
+def _token_cache_written(work: Path) -> bool:
+    return bool(glob.glob(str(work / "artifacts" / "token_cache" / "*" / "meta.json")))
+
+
+def _where(work: Path) -> str:
+    return (f"tokenizer: {_stage_state(work, 'tokenizer')}, token cache: {_token_cache_written(work)}, "
+            f"generator: {_stage_state(work, 'generator')}")
+
+
+def _run_once(work: Path, kind: str, ready: Callable[[], bool] | None = None, delay: float = 0.0,
+              timeout: float = 240) -> str | None:
+    """Start the pipeline with resume=true. With ``ready``: once it holds, wait ``delay`` s and SIGKILL the
+    process. Returns where the kill landed, or None when the run exited by itself (it must exit 0)."""
     log = open(work / "runs.log", "a")  # closed below
-    before = _checkpoint_step(work, trigger) if trigger else -1
     proc = subprocess.Popen(_cmd(work, kind, "resume=true"), cwd=work, env=_env(), stdout=log,
                             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     try:
-        if trigger is not None:
-            while proc.poll() is None and _checkpoint_step(work, trigger) <= before:
+        if ready is not None:
+            while proc.poll() is None and not ready():
                 assert time.monotonic() < deadline, "the pipeline hangs"
                 time.sleep(0.005)
             if proc.poll() is None:
                 time.sleep(delay)
-                landed = f"tokenizer: {_stage_state(work, 'tokenizer')}, generator: {_stage_state(work, 'generator')}"
+                landed = _where(work)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=30)
                 if proc.returncode == -signal.SIGKILL:
@@ -107,6 +117,22 @@ def _run_once(work: Path, kind: str, trigger: str | None, delay: float, timeout:
         log.close()
     assert proc.returncode == 0, (work / "runs.log").read_text()[-4000:]
     return None
+
+
+def _after_new_checkpoint(work: Path, stage: str) -> Callable[[], bool] | None:
+    """Ready once this process wrote a checkpoint of ``stage`` (None: the stage is finished already)."""
+    if _stage_state(work, stage) == "done":
+        return None
+    before = _checkpoint_step(work, stage)
+    return lambda: _checkpoint_step(work, stage) > before
+
+
+def _generator_started(work: Path) -> Callable[[], bool] | None:
+    """Ready once the token cache exists and the generator has no checkpoint yet: a kill here makes the resumed
+    run build and initialise the generator again (its initial weights must not depend on what ran before)."""
+    if _stage_state(work, "generator") != "none":
+        return None
+    return lambda: _token_cache_written(work) or _stage_state(work, "generator") != "none"
 
 
 def _weights(work: Path, artifact: str) -> dict:
@@ -144,24 +170,36 @@ def test_repeated_sigkill_and_resume_give_the_uninterrupted_result(tmp_path, kin
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     reference.mkdir()
     killed.mkdir()
-    assert _run_once(reference, kind, trigger=None, delay=0) is None
+    t0 = time.monotonic()
+    assert _run_once(reference, kind) is None
+    duration = time.monotonic() - t0
 
-    # three kills while the tokenizer trains, then three while the generator trains, each after this process
-    # wrote a new checkpoint of that stage plus a random delay (so every restart makes progress, at a new moment)
+    # kills: after new checkpoints of the tokenizer (twice); between the token cache and the generator's first
+    # checkpoint; after new checkpoints of the generator (twice); then at a random moment of what is left (the
+    # evaluation stages, or a resumed run reusing everything). Delays come from a fixed-seed generator; what
+    # they hit depends on the machine's speed, so where each kill landed is recorded and checked.
     draw = random.Random(1234)
+    plan = [lambda: (_after_new_checkpoint(killed, "tokenizer"), draw.uniform(0.0, 0.25)),
+            lambda: (_after_new_checkpoint(killed, "tokenizer"), draw.uniform(0.0, 0.25)),
+            lambda: (_generator_started(killed), draw.uniform(0.0, 0.05)),
+            lambda: (_after_new_checkpoint(killed, "generator"), draw.uniform(0.0, 0.25)),
+            lambda: (_after_new_checkpoint(killed, "generator"), draw.uniform(0.0, 0.25)),
+            lambda: (lambda: True, draw.uniform(0.0, duration))]
     landed: list[str] = []
-    for trigger in ["tokenizer"] * 3 + ["generator"] * 3:
-        if _stage_state(killed, trigger) == "done":
+    for make in plan:
+        ready, delay = make()
+        if ready is None:
             continue
-        where = _run_once(killed, kind, trigger, delay=draw.uniform(0.0, 0.25))
+        where = _run_once(killed, kind, ready, delay)
         if where is not None:
             landed.append(where)
     # finish (or, if the last run finished by itself, resume once more: everything is reused and re-scored)
-    assert _run_once(killed, kind, trigger=None, delay=0) is None
+    assert _run_once(killed, kind) is None
 
     assert len(landed) >= 5, landed
     assert any(w.startswith("tokenizer: training") for w in landed), landed
     assert any(w.endswith("generator: training") for w in landed), landed
+    assert any(w.endswith("generator: none") and "token cache: True" in w for w in landed), landed
 
     _assert_same_tensors(_weights(killed, "tokenizer"), _weights(reference, "tokenizer"), "tokenizer weights")
     _assert_same_tensors(_token_cache(killed), _token_cache(reference), "token cache")

@@ -1,39 +1,53 @@
-"""Leaderboard: one table per protocol, newest run per (label, config) wins, malformed records skipped by name."""
+"""Leaderboard: one table per protocol, baselines as rows, intervals, significance, seeds, flags, plots."""
 
 from __future__ import annotations
 
 import csv
 import json
 
-from hartkit.eval.leaderboard import build_leaderboard, main
+import pytest
+
+from hartkit.eval.leaderboard import build_leaderboard, main, significant_pairs
 from hartkit.records import Protocol, ResultRecord, write_record
 
 
-def _recon(label, n, metrics, created, config=None, run_id=None):
+def _recon(label, n, metrics, created, config=None, run_id=None, intervals=None, role="model", seed=0, **kw):
     proto = Protocol(task="reconstruction", dataset="synthscenes", split="test", num_images=n, resolution=64,
                      feature_extractor="rfd_embedded=hartkit embedded-clip", extractor_hash="ab" * 32)
-    rec = ResultRecord(stage="recon_eval", label=label, protocol=proto, metrics=metrics,
-                       config=config or {"tokenizer": {"name": label}}, model={"parameters": 450_000},
-                       created=created)
+    config = dict(config or {"tokenizer": {"name": label}})
+    config["seed"] = seed
+    rec = ResultRecord(stage="recon_eval", label=label, protocol=proto, metrics=metrics, config=config,
+                       model={"parameters": 450_000}, created=created, intervals=intervals or {}, role=role, **kw)
     if run_id:
         rec.run_id = run_id
     return rec
 
 
-def _gen(label, metrics, model):
+def _gen(label, metrics, model, intervals=None, role="model"):
     proto = Protocol(task="generation", dataset="synthscenes", split="test", num_images=500, resolution=64,
                      feature_extractor="fd_embedded=hartkit embedded-clip", extractor_hash="ab" * 32)
     return ResultRecord(stage="gen_eval", label=label, protocol=proto, metrics=metrics, model=model,
-                        created="2026-01-01T00:00:00+00:00")
+                        created="2026-01-01T00:00:00+00:00", intervals=intervals or {}, role=role,
+                        config={"label": label})
 
 
 def _setup(tmp_path):
+    noise = {"rfd_embedded": 0.05, "num_images": 500, "sets": "test images [500, 1000)"}
     write_record(tmp_path, _recon("hybrid", 500, {"psnr": 24.0, "ssim": 0.8, "rfd_embedded": 0.5},
                                   "2026-01-01T00:00:00+00:00", run_id="old"))
-    write_record(tmp_path, _recon("hybrid", 500, {"psnr": 25.0, "ssim": 0.82, "rfd_embedded": 0.4},
-                                  "2026-01-02T00:00:00+00:00", run_id="new"))
+    write_record(tmp_path, _recon("hybrid", 500, {"psnr": 25.0, "ssim": 0.82, "rfd_embedded": 0.4, "psnr_discrete": 23.0},
+                                  "2026-01-02T00:00:00+00:00", run_id="new",
+                                  intervals={"psnr": [24.8, 25.2], "rfd_embedded": [0.35, 0.45],
+                                             "psnr_discrete": [22.7, 23.3]},
+                                  noise_floor=noise, trained_commit="abc1234"))
     write_record(tmp_path, _recon("discrete", 500, {"psnr": 21.0, "ssim": 0.7, "rfd_embedded": 0.9,
-                                                    "codebook_usage": 0.8}, "2026-01-01T00:00:00+00:00"))
+                                                    "codebook_usage": 0.8}, "2026-01-01T00:00:00+00:00",
+                                  intervals={"psnr": [20.5, 21.5], "rfd_embedded": [0.3, 1.5]}))
+    write_record(tmp_path, _recon("baseline: mean colour", 500, {"psnr": 15.7, "ssim": 0.3, "rfd_embedded": 1.0},
+                                  "2026-01-01T00:00:00+00:00", role="floor", config={"data": "x"},
+                                  intervals={"psnr": [15.5, 15.9], "rfd_embedded": [0.95, 1.05]}))
+    write_record(tmp_path, _recon("ceiling: other real images", 500, {"rfd_embedded": 0.05},
+                                  "2026-01-01T00:00:00+00:00", role="ceiling", config={"data": "x"}))
     write_record(tmp_path, _recon("discrete", 100, {"psnr": 99.0, "ssim": 0.1, "rfd_embedded": 7.0},
                                   "2026-01-01T00:00:00+00:00"))  # another protocol (100 images)
     write_record(tmp_path, _gen("hybrid+tiny", {"fd_embedded": 3.0, "fd_embedded/star": 4.0,
@@ -46,48 +60,115 @@ def _setup(tmp_path):
     (bad / "missing_fields.json").write_text(json.dumps({"stage": "recon_eval"}))
 
 
-def test_tables_per_protocol_newest_wins_and_bad_records_reported(tmp_path):
+def _section(md, needle):
+    return next(s for s in md.split("### ")[1:] if needle in s.split("\n")[0])
+
+
+def test_tables_per_protocol_with_baselines_intervals_and_marks(tmp_path):
     _setup(tmp_path)
     out = build_leaderboard(tmp_path)
     md = (tmp_path / "leaderboard.md").read_text()
-    assert out["records"] == 6
+    assert out["records"] == 8
     assert sorted(p.name for p, _ in out["skipped"]) == ["broken.json", "missing_fields.json"]
     assert "broken.json" in md and "missing_fields.json" in md
-    sections = [s for s in md.split("### ")[1:]]
+    sections = md.split("### ")[1:]
     assert len(sections) == 3  # two reconstruction protocols (n500, n100) + one generation protocol
-    n500 = next(s for s in sections if "n500" in s and "reconstruction" in s)
-    n100 = next(s for s in sections if "n100" in s)
+    n500, n100 = _section(md, "n=500, 64 px: reconstruction"), _section(md, "n=100")
     assert "99" not in n500 and "99" in n100  # numbers of different protocols never share a table
-    rows = [line for line in n500.splitlines() if line.startswith("| hybrid") or line.startswith("| discrete")]
-    assert rows[0].startswith("| hybrid") and "| 25 |" in rows[0]  # sorted by rfd_embedded; newest hybrid run
-    assert "| 24 |" not in n500  # the older hybrid run is not shown
+    rows = [line for line in n500.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    labels = [r.split(" | ")[0].removeprefix("| ") for r in rows]
+    # ceiling first, trained rows and the hybrid's discrete-only decode by rFD, the floor last
+    assert labels[0].startswith("ceiling: other real images *(ceiling)*")
+    assert labels[-1] == "baseline: mean colour *(floor)*"
+    assert labels[1:4] == ["hybrid", "discrete", "hybrid (discrete only)"]
+    assert "25 [24.8, 25.2]" in rows[1] and "| 24 |" not in n500  # newest hybrid run, with its interval
     header = n500.splitlines()[2]
     assert header.index("rfd_embedded") < header.index("psnr") < header.index("ssim")
-    gen = next(s for s in sections if "generation" in s)
+    assert "Protocol: `reconstruction | synthscenes" in n500  # the long text below the table
+    assert "Noise floor (real vs real, test images [500, 1000), n=500): rfd_embedded 0.05" in n500
+    # psnr intervals of hybrid and discrete separate; rfd intervals overlap
+    assert "`psnr`: hybrid > discrete" in n500
+    assert "hybrid > discrete" not in n500.split("`rfd_embedded`:")[1].split("\n")[0]
+    assert "hybrid: trained at abc1234" in n500 and "discrete: trained at unknown commit" in n500
+    assert "Grids:" not in n500  # no grid written for these rows
+    gen = _section(md, "generation")
     assert "fd_embedded/star" not in gen  # per-category numbers stay in the CSV
     assert "prompt_accuracy" in gen and "throughput_img_s" in gen
 
 
-def test_csv_keeps_every_run_with_latest_flag(tmp_path):
+def test_trained_row_below_its_floor_is_flagged(tmp_path):
+    _setup(tmp_path)
+    build_leaderboard(tmp_path, plots=False)
+    n500 = _section((tmp_path / "leaderboard.md").read_text(), "n=500, 64 px: reconstruction")
+    line = lambda label: next(r for r in n500.splitlines() if r.startswith(f"| {label} |"))  # noqa: E731
+    assert "below floor" not in line("hybrid")
+    write_record(tmp_path, _recon("bad", 500, {"psnr": 15.0, "ssim": 0.9, "rfd_embedded": 0.2},
+                                  "2026-01-03T00:00:00+00:00"))
+    build_leaderboard(tmp_path, plots=False)
+    n500 = _section((tmp_path / "leaderboard.md").read_text(), "n=500, 64 px: reconstruction")
+    assert line("bad").endswith("⚠ below floor: psnr |")  # worse PSNR than the mean colour; rFD and SSIM fine
+    # worse than the floor but inside its interval: said, without the warning sign
+    write_record(tmp_path, _recon("close", 500, {"psnr": 15.6, "ssim": 0.9, "rfd_embedded": 0.2},
+                                  "2026-01-03T00:00:00+00:00", intervals={"psnr": [15.3, 15.8]}))
+    build_leaderboard(tmp_path, plots=False)
+    n500 = _section((tmp_path / "leaderboard.md").read_text(), "n=500, 64 px: reconstruction")
+    assert line("close").endswith("| below floor within intervals: psnr |")
+
+
+def _entry(label, lo, hi, role="model", value=None):
+    value = (lo + hi) / 2 if value is None else value
+    return {"label": label, "role": role, "values": {"psnr": value}, "ci": {"psnr": (lo, hi)}, "std": {}}
+
+
+@pytest.mark.parametrize("a,b,separate", [((1.0, 2.0), (2.1, 3.0), True), ((1.0, 2.0), (1.9, 3.0), False),
+                                          ((1.0, 2.0), (2.0, 3.0), False), ((3.0, 4.0), (0.0, 2.5), True)])
+def test_significance_marks_appear_exactly_when_intervals_separate(a, b, separate):
+    sep, within = significant_pairs([_entry("x", *a), _entry("y", *b)], "psnr")
+    assert bool(sep) is separate and bool(within) is not separate
+    if separate:
+        better = "x" if a[0] > b[0] else "y"
+        assert sep[0][0] == better  # psnr: higher is better
+    # two baseline rows are never compared with each other
+    assert significant_pairs([_entry("x", *a, role="floor"), _entry("y", *b, role="ceiling")], "psnr") == ([], [])
+
+
+def test_seeds_aggregate_to_mean_and_std(tmp_path):
+    for seed, psnr in ((0, 20.0), (1, 22.0), (2, 24.0)):
+        write_record(tmp_path, _recon("discrete", 500, {"psnr": psnr}, f"2026-01-0{seed + 1}T00:00:00+00:00",
+                                      seed=seed, intervals={"psnr": [psnr - 0.5, psnr + 0.5]}))
+    build_leaderboard(tmp_path, plots=False)
+    md = (tmp_path / "leaderboard.md").read_text()
+    row = next(r for r in md.splitlines() if r.startswith("| discrete |"))
+    assert "22 ± 2 (3 seeds) [19.5, 24.5]" in row
+
+
+def test_csv_keeps_every_run_with_latest_flag_and_intervals(tmp_path):
     _setup(tmp_path)
     build_leaderboard(tmp_path, plots=False)
     with open(tmp_path / "leaderboard.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 6
+    assert len(rows) == 8
     hybrid = {r["run_id"]: r["latest"] for r in rows if r["label"] == "hybrid"}
     assert hybrid == {"new": "True", "old": "False"}
     assert any(r.get("fd_embedded/star") == "4.0" for r in rows)
+    new = next(r for r in rows if r["run_id"] == "new")
+    assert new["psnr:lo"] == "24.8" and new["role"] == "model" and new["trained_commit"] == "abc1234"
 
 
-def test_plots_are_written(tmp_path):
+def test_one_plot_per_protocol_and_stale_plots_removed(tmp_path):
     _setup(tmp_path)
+    (tmp_path / "grids").mkdir()
+    (tmp_path / "grids" / "recon_eval-hybrid-synthscenes.png").write_bytes(b"\x89PNG")
+    stale = tmp_path / "plots" / "tokenizers-old-protocol.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\x89PNG old")
     out = build_leaderboard(tmp_path)
-    names = sorted(p.name for p in out["plots"])
-    assert any(n.startswith("tokenizers-") for n in names)
-    assert any(n.startswith("quality_vs_throughput-") for n in names)
+    assert len(out["plots"]) == 3 and not stale.exists() and out["removed_plots"] == [stale]
+    md = (tmp_path / "leaderboard.md").read_text()
     for p in out["plots"]:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"plots/{p.name}" in (tmp_path / "leaderboard.md").read_text()
+        assert f"plots/{p.name}" in md
+    assert "Grids: [hybrid](grids/recon_eval-hybrid-synthscenes.png)" in _section(md, "n=500, 64 px: reconstruction")
 
 
 def test_cli_and_empty_results(tmp_path, capsys):
@@ -97,7 +178,7 @@ def test_cli_and_empty_results(tmp_path, capsys):
     _setup(tmp_path)
     main(["--results", str(tmp_path), "--no-plots"])
     printed = capsys.readouterr().out
-    assert "6 records, 2 skipped" in printed and "broken.json" in printed
+    assert "8 records, 2 skipped" in printed and "broken.json" in printed
 
 
 def test_leaderboard_stage(tmp_path):

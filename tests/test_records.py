@@ -44,3 +44,32 @@ def test_non_numeric_metric_is_rejected():
     d["metrics"] = {"psnr": "high"}
     with pytest.raises(RecordError, match="metrics"):
         ResultRecord.from_dict(d)
+
+
+def test_schema_2_fields_round_trip_and_schema_1_still_loads(tmp_path):
+    rec = _record()
+    rec.intervals = {"psnr": [21.0, 22.0]}
+    rec.role = "floor"
+    rec.noise_floor = {"rfd_embedded": 3.5, "num_images": 100}
+    rec.notes = ["per-category fd left out"]
+    rec.trained_commit = "abc123"
+    back = read_record(write_record(tmp_path, rec))
+    assert back == rec and back.schema_version == 2
+    old = _record().to_dict()
+    for key in ("intervals", "role", "noise_floor", "notes", "trained_commit"):
+        old.pop(key)
+    old["schema_version"] = 1
+    loaded = ResultRecord.from_dict(old)
+    assert loaded.role == "model" and loaded.intervals == {} and loaded.trained_commit is None
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("intervals", {"psnr": [1.0]}, "intervals"),
+    ("intervals", {"psnr": ["a", "b"]}, "intervals"),
+    ("role", "champion", "role"),
+])
+def test_bad_schema_2_fields_are_rejected(field, value, match):
+    d = _record().to_dict()
+    d[field] = value
+    with pytest.raises(RecordError, match=match):
+        ResultRecord.from_dict(d)

@@ -28,6 +28,7 @@ def test_tokenizer_and_recon_eval_per_kind(compose_cfg, tmp_path, kind):
     art = ctx.artifact_dir("tokenizer")
     assert is_finished_artifact(art) and (art / "reconstructions.png").is_file()
     records, bad = iter_records(tmp_path / "results")
+    records = [(p, r) for p, r in records if r.role == "model"]  # not the baseline rows scored beside it
     assert not bad and len(records) == 1
     rec = records[0][1]
     assert rec.stage == "recon_eval" and rec.label == kind and rec.protocol.task == "reconstruction"
@@ -116,5 +117,5 @@ def test_hart_checkpoint_through_the_pipeline(compose_cfg, tmp_path):
     loaded = ctx.state["tokenizer"]
     assert loaded.kind == "hybrid" and not loaded.quantize.phi_on_last_scale
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in source.state_dict().items())
-    (path, rec), = iter_records(tmp_path / "results")[0]
+    (path, rec), = [(p, r) for p, r in iter_records(tmp_path / "results")[0] if r.role == "model"]
     assert rec.label == "hart_pretrained" and "psnr_discrete" in rec.metrics

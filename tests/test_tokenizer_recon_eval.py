@@ -62,3 +62,27 @@ def test_bits_per_image_formula():
     assert bits_per_image((1, 2, 3, 4, 5, 6, 8, 10, 13, 16), 4096) == pytest.approx(680 * 12)
     assert bits_per_image((1, 2), 0) is None
     assert math.isclose(bits_per_image((2,), 1000), 4 * math.log2(1000))
+
+
+def test_trained_commit_comes_from_the_artifact_summary(tmp_path):
+    import json
+
+    from hartkit.stages.eval_common import trained_commit
+
+    (tmp_path / "DONE").write_text(json.dumps({"steps": 3, "git_commit": "abc1234"}))
+    assert trained_commit(tmp_path) == "abc1234"
+    (tmp_path / "DONE").write_text(json.dumps({"steps": 3}))
+    assert trained_commit(tmp_path) is None  # the artifact does not say: unknown, never the scoring commit
+    assert trained_commit(tmp_path / "missing") is None and trained_commit(None) is None
+
+
+def test_photos_protocol_says_it_rests_on_four_photographs():
+    from hartkit.data.photos import TEST_PHOTOS
+    from hartkit.stages.recon_eval import recon_protocol
+
+    cfg = OmegaConf.create({"data": {"name": "photos", "resolution": 64, "resize_filter": "bicubic"}})
+    proto = recon_protocol(cfg, 100, {"implementation": "x"})
+    assert len(TEST_PHOTOS) == 4 and "only 4 test photographs" in proto.extra["source"]
+    other = recon_protocol(OmegaConf.create({"data": {"name": "synthscenes", "resolution": 64,
+                                                       "resize_filter": "bicubic"}}), 100, {})
+    assert "source" not in other.extra

@@ -32,4 +32,7 @@ class EvalConfig:
     fd_clip_pretrained: Optional[str] = None  # local checkpoint file (or an open_clip tag, as above)
     embedded_weights: Optional[str] = None  # None: the weights shipped in hartkit (sha256-checked)
     stats_cache: str = "artifacts/fd_stats"  # cached reference statistics (npz, one per protocol + extractor)
-    per_category: bool = True  # also <metric>/<category> numbers
+    per_category: bool = True  # also <metric>/<category> numbers (FD only where n >= feature dims; KID always)
+    baselines: bool = True  # also score floor / ceiling / matched-budget baselines on the same images or prompts
+    bootstrap: int = 1000  # bootstrap resamples for the 95% intervals over images (0: no intervals)
+    bootstrap_fd: int = 200  # resamples for Fréchet-distance intervals (one eigendecomposition each)

@@ -49,6 +49,8 @@ class FolderScore:
     protocol_fields: dict
     num_files: int
     extra: dict = field(default_factory=dict)
+    intervals: dict = field(default_factory=dict)  # metric -> [low, high], 95% bootstrap over images
+    notes: list = field(default_factory=list)
 
 
 def _load_meta(store, meta: str | Path | None) -> dict:
@@ -162,8 +164,11 @@ def score_folder(generated: str | Path, eval_cfg=None, device: torch.device | st
     metrics.failures = read_failures + metrics.failures
     log_failures(read_failures, "generated")
     result = metrics.compute()
+    n_boot = int(_get(eval_cfg, "bootstrap", 1000) or 0)
+    intervals = metrics.intervals(n_boot, int(_get(eval_cfg, "bootstrap_fd", 200) or 0)) if n_boot else {}
     return FolderScore(metrics=result, failures=list(metrics.failures), reference_failures=metrics.reference_failures,
-                       protocol_fields=metrics.protocol_fields(), num_files=len(gen_items))
+                       protocol_fields=metrics.protocol_fields(), num_files=len(gen_items), intervals=intervals,
+                       notes=list(metrics.notes))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -188,8 +193,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.clip is not None:
         cfg.clip_score = args.clip
     out = score_folder(args.generated, cfg, args.device, reference=args.reference, meta=args.meta)
-    print(json.dumps({"metrics": out.metrics, "excluded": out.failures, "protocol": out.protocol_fields}, indent=2))
+    print(json.dumps({"metrics": out.metrics, "intervals_95": out.intervals, "notes": out.notes,
+                      "excluded": out.failures, "protocol": out.protocol_fields}, indent=2))
 
 
 if __name__ == "__main__":
     main()
+
+
+def _get(cfg, key, default=None):
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    return default if value is None else value

@@ -98,6 +98,26 @@ class EvaluationSet:
                         resolution=self.resolution, resize_filter=self.resize_filter, extra=extra, **fields)
 
 
+def heldout_set(es: EvaluationSet):
+    """Real images of the same protocol that are not in the reference: (uint8 B x 3 x R x R, prompts, how drawn).
+
+    Generated datasets (synthscenes, photos) are a pure function of (seed, split, index), so the held-out
+    images are test images n .. 2n-1, rendered exactly like the reference. Other datasets return None
+    (callers then split the reference in halves, at n/2).
+    """
+    from hartkit.data import build_dataset
+
+    data = dict(es.data_cfg)
+    if data.get("name") not in ("synthscenes", "photos"):
+        return None
+    n = es.num_images
+    data["test_size"] = 2 * n
+    ds = build_dataset(data, "test").select(range(n, 2 * n))
+    arrays = np.stack([np.asarray(im.convert("RGB")) for im in ds["image"]])
+    images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+    return images, list(ds["prompt"]), f"test images [{n}, {2 * n}) vs the reference [0, {n})"
+
+
 def evaluation_set(data_cfg, eval_cfg) -> EvaluationSet:
     """Reference dataset and prompts of ``eval.protocol`` for the configured data."""
     from hartkit.data import build_dataset

@@ -18,6 +18,16 @@ Efficiency (also in the record's metrics; the record stores the hardware):
   <= ``ar.sampling.throughput_max_batch`` that fits (``throughput_batch``);
   hybrid also ``latency_discrete_only_s`` and ``residual_overhead_pct`` (cost of
   the residual diffusion head, HART: +7..15%).
+
+Uncertainty and baselines (``eval.baselines``, default on; ``hartkit.eval.baselines``):
+every record carries 95% bootstrap intervals over the generated images
+(``intervals``) and the protocol's real-vs-real noise floor (``noise_floor``:
+held-out real images of the same protocol against the reference); on the same
+prompts the stage also writes a floor (``baseline: mean colour``), a ceiling
+(``baseline: real images``) and the prompt metrics' chance level with real
+images (``baseline: real images, shuffled prompts``) as records of their own.
+``trained_commit`` is the ``git_commit`` of the generator artifact's DONE
+summary (None when the artifact does not record it).
 """
 
 from __future__ import annotations
@@ -137,6 +147,17 @@ def run(ctx) -> None:
             grid_imgs = (imgs[:16].cpu(), [prompts[j] for j in idx[:16]])
     scores = metrics.compute()
     protocol = es.protocol("generation", metrics)
+    n_boot = int(cfg.eval.get("bootstrap", 1000) or 0)
+    n_boot_fd = int(cfg.eval.get("bootstrap_fd", 200) or 0)
+    intervals = metrics.intervals(n_boot, n_boot_fd) if n_boot else {}
+    baseline_records, noise = [], {}
+    if dist_utils.is_main():
+        from hartkit.eval.protocols import heldout_set
+
+        held = heldout_set(es) if cfg.eval.get("baselines", True) else None
+        noise = metrics.noise_floor(held[0], held[2]) if held is not None else metrics.noise_floor_halves()
+        if cfg.eval.get("baselines", True):
+            baseline_records = generation_baselines(cfg, ctx.device, es, metrics, held, n_boot, n_boot_fd)
 
     eff = efficiency_report(ctx, model, tokenizer, prompts[:64], cat_ids[:64]) if dist_utils.is_main() else {}
     all_metrics = {**scores, **eff}
@@ -156,11 +177,110 @@ def run(ctx) -> None:
         path = save_sample_grid(grid_imgs[0], grid_imgs[1], Path(gen_dir) / "gen_eval_samples.png")
         ctx.logger.log_image("gen_eval/samples", str(path), caption=" | ".join(grid_imgs[1][:4]))
         model_info["sample_grid"] = str(path)
+    if dist_utils.is_main() and grid_imgs is not None:
+        from hartkit.eval.grids import save_captioned_samples
+
+        label = f"{cfg.tokenizer.name}+{cfg.ar.name}"
+        safe = "".join(c if c.isalnum() or c in "-_+." else "_" for c in f"{label}-{cfg.data.name}")
+        save_captioned_samples(grid_imgs[0][:8], grid_imgs[1][:8], Path(ctx.results_dir) / "grids" / f"gen_eval-{safe}.png",
+                               title=f"{label}: samples for the first test prompts")
+    from hartkit.stages.eval_common import baseline_config, save_baseline_record, trained_commit
+
     record = ResultRecord(stage="gen_eval", label=f"{cfg.tokenizer.name}+{cfg.ar.name}", protocol=protocol,
-                          metrics=all_metrics, model=model_info)
+                          metrics=all_metrics, model=model_info, intervals=intervals, noise_floor=noise,
+                          notes=list(metrics.notes), trained_commit=trained_commit(gen_dir))
     ctx.save_record(record)
+    base_cfg = baseline_config(cfg)
+    for label, role, m, ci, info, notes in baseline_records:
+        save_baseline_record(ctx, ResultRecord(stage="gen_eval", label=label, protocol=protocol, metrics=m,
+                                               model=info, config=base_cfg, intervals=ci, role=role,
+                                               noise_floor=noise, notes=notes))
     ctx.state["gen_metrics"] = all_metrics
+    if dist_utils.is_main():
+        log.info("generation %s with its baselines (95%% bootstrap intervals):\n%s", record.label,
+                 format_generation_rows([(record.label, "model", all_metrics, intervals)]
+                                        + [(b[0], b[1], b[2], b[3]) for b in baseline_records], noise))
     keys = [k for k in ("fd_embedded", "fid", "clip_score_embedded", "clip_score", "prompt_accuracy", "latency_s",
                         "throughput_img_s", "residual_overhead_pct", "macs_per_image") if k in all_metrics]
     log.info("generation %s+%s on %s/test (%d prompts): %s", cfg.tokenizer.name, cfg.ar.name, cfg.data.name, n,
              ", ".join(f"{k}={all_metrics[k]:.4g}" for k in keys))
+
+
+PROMPT_METRICS = ("clip_score", "prompt_accuracy")
+
+
+def _score(cfg, device, reference_from, images_uint8, prompts, categories, n_boot, n_boot_fd, keep):
+    """Score one baseline image set against the protocol's reference on this rank alone; keep the chosen keys."""
+    from hartkit.eval.generation import GenerationMetrics
+
+    m = GenerationMetrics(cfg.eval, device, distributed=False)
+    m.copy_reference_from(reference_from)
+    for s in range(0, len(images_uint8), 128):
+        m.update(images_uint8[s:s + 128], None if prompts is None else prompts[s:s + 128],
+                 categories[s:s + 128])
+    values = m.compute()
+    ci = m.intervals(n_boot, n_boot_fd) if n_boot else {}
+    pick = lambda d: {k: v for k, v in d.items() if keep(k)}  # noqa: E731
+    return pick(values), pick(ci), list(m.notes)
+
+
+def _is_prompt_metric(key: str) -> bool:
+    return key.startswith(PROMPT_METRICS)
+
+
+def _is_image_metric(key: str) -> bool:
+    return key.startswith(("fd_", "fid", "kid")) or key in ("num_images", "num_reference", "num_failed")
+
+
+@torch.no_grad()
+def generation_baselines(cfg, device, es, metrics, held, n_boot: int, n_boot_fd: int) -> list:
+    """(label, role, metrics, intervals, model info, notes) of the floor, the ceiling and the shuffled-prompt rows."""
+    from hartkit.eval.baselines import CEILING, FLOOR, mean_colour
+
+    ref = torch.cat([b for b, _ in es.reference_batches()])
+    prompts, cats = list(es.prompts), list(es.categories)
+    n = len(ref)
+    out = []
+    # floor: flat images in the mean colour of held-out real images (else of the reference, shifted by one)
+    src = held[0] if held is not None else torch.roll(ref, 1, dims=0)
+    flat = (mean_colour(src[:n].float() / 255.0) * 255).round().to(torch.uint8)
+    m, ci, notes = _score(cfg, device, metrics, flat, prompts[: len(flat)], cats[: len(flat)], n_boot, n_boot_fd,
+                          lambda k: True)
+    out.append(("baseline: mean colour", FLOOR, m, ci,
+                {"kind": "baseline", "images": "mean colour of " + ("held-out real images" if held else
+                                                                     "the reference, shifted by one")}, notes))
+    # ceiling: held-out real images for the distances, the reference images with their own prompts for the rest
+    real_m, real_ci, notes = _score(cfg, device, metrics, ref, prompts, cats, n_boot, 0, _is_prompt_metric)
+    if held is not None:
+        m, ci, notes2 = _score(cfg, device, metrics, held[0], None, cats[: len(held[0])], n_boot, n_boot_fd,
+                               _is_image_metric)
+        real_m.update(m)
+        real_ci.update(ci)
+        notes += notes2
+    out.append(("baseline: real images", CEILING, real_m, real_ci,
+                {"kind": "baseline", "images": (held[2] + " (distances); " if held else "")
+                 + "reference images with their own prompts (prompt metrics)"}, notes))
+    # chance level of the prompt metrics with realistic images: a fixed permutation of the prompts
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+    m, ci, notes = _score(cfg, device, metrics, ref, [prompts[i] for i in perm], cats, n_boot, 0, _is_prompt_metric)
+    out.append(("baseline: real images, shuffled prompts", FLOOR, m, ci,
+                {"kind": "baseline", "images": "reference images paired with a fixed permutation of the prompts"},
+                notes))
+    return out
+
+
+def format_generation_rows(rows: list, noise: dict) -> str:
+    from hartkit.stages.eval_common import cell
+
+    keys = [k for k in ("fid", "fd_embedded", "fd_clip", "kid", "kid_embedded", "kid_clip", "clip_score",
+                        "clip_score_embedded", "prompt_accuracy") if any(k in r[2] for r in rows)]
+    cells = [(label if role == "model" else f"{label} [{role}]", [cell(m, ci, k) for k in keys])
+             for label, role, m, ci in rows]
+    w0 = max(len(c[0]) for c in cells) + 2
+    widths = [max(len(k), *(len(c[1][i]) for c in cells)) + 2 for i, k in enumerate(keys)]
+    lines = [f"{'row':<{w0}}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
+    lines += [f"{label:<{w0}}" + "".join(f"{v:>{w}}" for v, w in zip(vals, widths)) for label, vals in cells]
+    if noise:
+        nf = ", ".join(f"{k} {v:.4g}" for k, v in noise.items() if isinstance(v, float))
+        lines.append(f"noise floor (real vs real, {noise.get('sets', '')}): {nf}")
+    return "\n".join(lines)

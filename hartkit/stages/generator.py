@@ -22,8 +22,10 @@ from omegaconf import OmegaConf
 
 from hartkit.ar_models.model import ScaleAR, TokenSpec
 from hartkit.engine import finish_artifact, is_finished, load_artifact_weights, mark_unfinished
+from hartkit.engine.rng import derive_seed, seed_all
 from hartkit.errors import ConfigError
 from hartkit.utils import distributed as dist_utils
+from hartkit.utils.env import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,9 @@ def run(ctx) -> None:
 
     cache = get_token_cache(ctx, tokenizer)
     num_categories = int(cache["tensors"]["category_id"].max()) + 1
+    # the initial weights depend on the seed alone, not on what this process did before (a tokenizer trained
+    # here or built and loaded from disk, a token cache encoded or read): a resumed run starts from the same ones
+    seed_all(derive_seed(cfg.seed, "generator", "init"))
     model = build_generator(cfg.ar, tokenizer, num_categories)
     mark_unfinished(art)  # retraining: the old weights no longer count as finished
     groups = model.parameter_groups()
@@ -148,7 +153,7 @@ def run(ctx) -> None:
               "token_spec": {"kind": model.spec.kind, "patch_nums": list(model.spec.patch_nums),
                              "vocab_size": model.spec.vocab_size, "latent_channels": model.spec.latent_channels},
               "tokenizer": cfg.tokenizer.name}
-    finish_artifact(art, result.model, config, result.summary)
+    finish_artifact(art, result.model, config, {**result.summary, "git_commit": git_commit()})
     ctx.state["generator"], ctx.state["generator_dir"] = result.model, art
     log.info("generator %s: finished %d steps -> %s%s", cfg.ar.name, result.step, art,
              f" (samples: {result.grid_path})" if result.grid_path else "")

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from hartkit.engine import mark_unfinished
+from hartkit.engine.rng import derive_seed, seed_all
 from hartkit.pipeline import StageError, artifact_dir, compose_run_config
 from hartkit.tokenizers import build_tokenizer, is_finished_artifact, load_tokenizer, save_tokenizer
 from hartkit.tokenizers.checkpoint import load_state_dict_checked
@@ -24,6 +25,7 @@ from hartkit.tokenizers.pretrained import (
     read_state_dict,
     uses_pretrained,
 )
+from hartkit.utils.env import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ def run(ctx) -> None:
         log.info("tokenizer %s: reusing the finished artifact %s (retrain=true trains again)", tok_cfg.name, art)
         return
 
+    seed_all(derive_seed(cfg.seed, "tokenizer", "init"))  # initial weights from the seed alone (see the generator)
     model = build_tokenizer(tok_cfg)
     model.check_image_size(cfg.data.resolution)  # fail before building data or training
     if tok_cfg.init_from:
@@ -69,7 +72,8 @@ def run(ctx) -> None:
         ctx.logger.log_image("tokenizer/reconstructions", str(result.grid_path),
                              caption="rows: " + ", ".join(_row_names(model.kind)), step=result.step)
         log.info("reconstruction grid: %s", result.grid_path)
-    save_tokenizer(result.model, tok_cfg, art, result.summary)
+    # records scored later name the commit their artifact was trained at, not only where they were scored
+    save_tokenizer(result.model, tok_cfg, art, {**result.summary, "git_commit": git_commit()})
     ctx.state["tokenizer"] = result.model
     ctx.state["tokenizer_dir"] = art
     log.info("tokenizer %s: finished %d steps -> %s", tok_cfg.name, result.step, art)
