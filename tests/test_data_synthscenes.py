@@ -157,3 +157,26 @@ def test_parallel_build_gives_the_same_dataset():
     parallel = build_dataset(DataConfig(resolution=24, train_size=12, test_size=2, seed=3, num_workers=2), "train")
     assert list(parallel["prompt"]) == list(serial["prompt"])
     assert all(np.array_equal(np.asarray(parallel[i]["image"]), np.asarray(serial[i]["image"])) for i in range(12))
+
+
+def test_objects_fit_their_cell_and_stand_out_from_the_background():
+    from hartkit.data.synthscenes import JITTER, MIN_CONTRAST, visible_colors
+
+    # the largest object plus the largest jitter stays inside its cell, so objects never overlap
+    assert max(SIZES.values()) / 2 + JITTER < 1 / 6
+    for index in range(40):
+        img, caption, layout = render_scene(0, "train", index, 64)
+        for obj in layout.objects:
+            row, col = divmod(POSITIONS.index(obj.position), 3)
+            x, y = obj.center
+            assert col * 64 / 3 <= x - obj.radius and x + obj.radius <= (col + 1) * 64 / 3
+            assert row * 64 / 3 <= y - obj.radius and y + obj.radius <= (row + 1) * 64 / 3
+    # the palette colours offered for an object are far enough from the background under it
+    bg = np.zeros((64, 64, 3), np.float32)
+    bg[:, :32] = COLORS["red"]
+    left = visible_colors(bg, (16.0, 16.0), 8.0)
+    assert "red" not in left and "orange" in left  # orange (245, 135, 15) is 109 away from red
+    assert all(np.linalg.norm(np.subtract(COLORS[c], COLORS["red"])) >= MIN_CONTRAST for c in left)
+    assert "black" not in visible_colors(bg, (48.0, 16.0), 8.0)  # the right half is black
+    # mid grey is far enough from every palette colour: all eight are allowed
+    assert visible_colors(np.full((64, 64, 3), 128, np.float32), (32.0, 32.0), 8.0) == list(COLORS)

@@ -6,7 +6,10 @@ procedural gradient / noise background. The main object (named first in the
 caption, drawn last) decides the category, and categories cycle with the index
 (category = index % 10), so any multiple of 10 images is exactly balanced.
 Objects are drawn on a supersampled layer and box-filtered down (anti-aliasing
-that keeps every interior pixel exactly its palette colour).
+that keeps every interior pixel exactly its palette colour). Objects are 18, 24
+or 30% of the image side (11.5 to 19 px at 64 px), and an object's colour is
+drawn from the palette colours that stand out from the background under it
+(``visible_colors``), so every captioned attribute can be seen at 64 px.
 
 Caption grammar (parse_caption inverts it):
     "a <size> <color> <shape> at the <position>"  joined by ", " and " and ",
@@ -42,9 +45,13 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "black": (15, 15, 15),
 }
 
-# diameter of each size as a fraction of the image side; large + jitter still fits one grid cell
-SIZES: dict[str, float] = {"small": 0.14, "medium": 0.20, "large": 0.26}
-JITTER = 0.03  # max offset of an object's centre from its cell centre (fraction of the image side)
+# diameter of each size as a fraction of the image side (at 64 px: 11.5, 15.4 and 19.2 px); large + jitter
+# still fits one grid cell (0.30 / 2 + 0.015 < 1 / 6). Objects were 9 to 17 px wide (0.14 / 0.20 / 0.26 with
+# jitter 0.03) until the embedded evaluator had to tell ten shapes apart at 64 px: the small ones were a few
+# pixels of anti-aliased blob.
+SIZES: dict[str, float] = {"small": 0.18, "medium": 0.24, "large": 0.30}
+MIN_CONTRAST = 100.0  # least RGB distance of an object's colour from the mean background under it
+JITTER = 0.015  # max offset of an object's centre from its cell centre (fraction of the image side)
 
 POSITIONS: tuple[str, ...] = (
     "top left", "top center", "top right",
@@ -186,6 +193,20 @@ def _background(rng: np.random.Generator, res: int, kinds: tuple[str, ...]) -> t
 # ---------------------------------------------------------------- scenes
 
 
+def visible_colors(background_HW3: np.ndarray, center: tuple[float, float], radius: float) -> list[str]:
+    """Palette colours that stand out from the background under an object's box (all of them if none does).
+
+    A colour counts as visible when its RGB distance to the mean background colour of the box is at least
+    MIN_CONTRAST, so that a red star is never drawn on a red patch where nobody could see it.
+    """
+    h, w = background_HW3.shape[:2]
+    x0, x1 = max(0, int(center[0] - radius)), min(w, int(math.ceil(center[0] + radius)))
+    y0, y1 = max(0, int(center[1] - radius)), min(h, int(math.ceil(center[1] + radius)))
+    mean = background_HW3[y0:y1, x0:x1].reshape(-1, 3).mean(0)
+    names = [c for c, rgb in COLORS.items() if float(np.linalg.norm(np.asarray(rgb, np.float32) - mean)) >= MIN_CONTRAST]
+    return names or list(COLORS)
+
+
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     if split not in SPLIT_IDS:
         raise ValueError(f"unknown split {split!r}; synthscenes has {sorted(SPLIT_IDS)}")
@@ -216,24 +237,27 @@ def render_scene(
     n = int(rng.integers(1, max_objects + 1))
     shapes = [SHAPES[index % len(SHAPES)]] + [SHAPES[int(k)] for k in rng.integers(0, len(SHAPES), n - 1)]
     cells = rng.choice(9, size=n, replace=False)
-    color_names = list(COLORS)
+    image, backdrop, kind = _background(rng, res, tuple(backgrounds))
+    bg = np.asarray(image.convert("RGB"), dtype=np.float32)
     size_names = list(SIZES)
     objects = []
     for shape, cell in zip(shapes, cells):
         row, col = divmod(int(cell), 3)
         jx, jy = rng.uniform(-JITTER, JITTER, size=2)
         size = size_names[int(rng.integers(len(size_names)))]
+        center = (((col + 0.5) / 3 + jx) * res, ((row + 0.5) / 3 + jy) * res)
+        radius = SIZES[size] / 2 * res
+        choices = visible_colors(bg, center, radius)
         objects.append(
             SceneObject(
                 shape=shape,
-                color=color_names[int(rng.integers(len(color_names)))],
+                color=choices[int(rng.integers(len(choices)))],
                 size=size,
                 position=POSITIONS[int(cell)],
-                center=(((col + 0.5) / 3 + jx) * res, ((row + 0.5) / 3 + jy) * res),
-                radius=SIZES[size] / 2 * res,
+                center=center,
+                radius=radius,
             )
         )
-    image, backdrop, kind = _background(rng, res, tuple(backgrounds))
 
     s = supersample or default_supersample(res)
     layer = Image.new("RGBA", (res * s, res * s), (0, 0, 0, 0))

@@ -8,7 +8,8 @@ called ``fid``:
   (PIL bicubic with antialias to 299 on float channels).
 - ``fd_clip``: open_clip image tower (ViT-B-32 / ViT-L-14 ...), unnormalised
   image embeddings as clean-fid's ``clip_vit_b_32`` uses them.
-- ``fd_embedded``: the tiny CLIP that ships with hartkit (no download).
+- ``fd_embedded``: the embedded evaluator that ships with hartkit (no download): its 64-d image
+  embedding, on a sphere of radius 10 (training uses only its direction; a free length added noise).
 - ``fd_dinov2``: reserved name; not configured in this version.
 
 All extractors take images (B, 3, H, W) as uint8 or float in [0, 1]. Float

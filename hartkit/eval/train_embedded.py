@@ -1,25 +1,38 @@
-"""Train the embedded evaluator (the tiny CLIP shipped in hartkit/eval/embedded/).
+"""Train the embedded evaluator (the model shipped in hartkit/eval/embedded/).
 
     python -m hartkit.eval.train_embedded            # the shipped weights (defaults below)
     python -m hartkit.eval.train_embedded --steps 50 --out /tmp/emb   # a quick smoke run
 
-Contrastive (symmetric InfoNCE, ``open_clip.ClipLoss``) training of
-``hartkit-embedded-clip`` on synthscenes train-split captions at 64 px plus
-captioned crops of the bundled photographs, with caption hard negatives and an
-auxiliary per-grid-cell layout read-out (``LayoutHeads``, training only),
-deterministic from ``--seed``
-(data order and initialisation; fixed thread count). At the end it measures the
-saved (fp16) weights on the held-out synthscenes test split: image-text
-retrieval top-1 and zero-shot attribute accuracy of the main object, and writes
-``weights.safetensors``, ``weights.sha256`` and ``quality.json`` (numbers +
-command) to ``--out``.
+Two losses on synthscenes train-split renders at 64 px (plus captioned crops of
+the bundled photographs for the image-text part):
+
+- layout: cross-entropy of the cell reader against every grid cell's truth,
+  known at render time (shape or "empty" on all cells; colour and size on
+  occupied cells);
+- contrastive: symmetric InfoNCE between image and caption embeddings, with
+  two hard negative captions per scene (one attribute of one object changed:
+  shape, colour, size, or position to a free cell), plus an auxiliary linear
+  read-out of the per-cell layout from both embeddings (``LayoutHeads``,
+  training only), so that the text embedding carries the layout too.
+
+Deterministic for a given ``--seed`` and ``--threads`` (data order,
+initialisation, negatives); the global torch / numpy / Python RNG states and thread count
+of the calling process are restored afterwards. At the end it scores the saved
+(fp16) weights on a validation set (synthscenes *train* split, indices from
+``VAL_OFFSET`` on, never trained on) and writes ``weights.safetensors``,
+``weights.sha256`` and ``quality.json`` (validation numbers + command) to
+``--out``. The held-out test numbers are measured separately, by
+``python -m hartkit.eval.embedded.quality`` (see hartkit/eval/embedded/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import logging
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -29,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from hartkit.data import synthscenes
 from hartkit.data.synthscenes import COLORS, POSITIONS, SHAPES, SIZES, parse_caption
 from hartkit.eval.embedded.model import (
     CONFIG_PATH,
@@ -36,75 +50,111 @@ from hartkit.eval.embedded.model import (
     EmbeddedEvaluator,
     build_model,
     get_tokenizer,
+    load_config,
     load_weights,
 )
-from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy, counterfactuals
 from hartkit.utils.hashing import file_sha256
 from hartkit.utils.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hartkit.eval.train_embedded")
 
+VAL_OFFSET = 1_000_000  # validation scenes: synthscenes train split, indices VAL_OFFSET.. (training uses 0..N-1)
+IGNORE = -100  # cross-entropy's ignore_index: colour / size of empty cells, every cell of a photo
 
-def load_split(name: str, split: str, size: int, resolution: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """Images (uint8 N x 3 x H x W) and prompts of one split of an embedded dataset."""
+
+# ---------------------------------------------------------------- data
+
+
+def scene_labels(objects: list[dict]) -> torch.Tensor:
+    """(cells, 3) targets: shape (0 = empty, 1.. = SHAPES), colour and size (IGNORE where empty)."""
+    out = torch.full((len(POSITIONS), 3), IGNORE, dtype=torch.long)
+    out[:, 0] = 0
+    for o in objects:
+        cell = POSITIONS.index(o["position"])
+        out[cell] = torch.tensor([SHAPES.index(o["shape"]) + 1, list(COLORS).index(o["color"]),
+                                  list(SIZES).index(o["size"])])
+    return out
+
+
+def _design_hash() -> str:
+    """Hash of the synthscenes source: a cached render is reused only while the scene design is unchanged."""
+    return hashlib.sha256(Path(synthscenes.__file__).read_bytes()).hexdigest()[:12]
+
+
+def render_scenes(split: str, start: int, count: int, resolution: int, seed: int,
+                  cache_dir: str | None = None) -> tuple[torch.Tensor, list[str]]:
+    """uint8 images (N x 3 x H x W) and captions of synthscenes ``split`` scenes start..start+count-1."""
+    path = None
+    if cache_dir:
+        path = Path(cache_dir) / f"synthscenes-{split}-{start}-{count}-{resolution}-{seed}-{_design_hash()}.pt"
+        if path.exists():
+            blob = torch.load(path)
+            return blob["images"], blob["prompts"]
+    images = torch.empty((count, 3, resolution, resolution), dtype=torch.uint8)
+    prompts = []
+    for k in tqdm(range(count), desc=f"render synthscenes/{split}", leave=False, disable=count < 500):
+        img, caption, _ = synthscenes.render_scene(seed, split, start + k, resolution)
+        images[k] = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+        prompts.append(caption)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": images, "prompts": prompts}, path)
+    return images, prompts
+
+
+def load_photos(size: int, resolution: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Captioned crops of the bundled photographs (train split), uint8 N x 3 x H x W."""
     from omegaconf import OmegaConf
 
     from hartkit.data import build_dataset
     from hartkit.data.config import DataConfig
 
-    cfg = OmegaConf.structured(DataConfig(name=name, resolution=resolution, seed=seed,
-                                          train_size=size if split == "train" else 10,
-                                          test_size=size if split == "test" else 10))
-    ds = build_dataset(cfg, split)
+    cfg = OmegaConf.structured(DataConfig(name="photos", resolution=resolution, seed=seed, train_size=size,
+                                          test_size=10))
+    ds = build_dataset(cfg, "train")
     images = np.empty((len(ds), resolution, resolution, 3), dtype=np.uint8)
     prompts = []
-    for i, row in enumerate(tqdm(ds, desc=f"load {name}/{split}", leave=False)):
+    for i, row in enumerate(ds):
         images[i] = np.asarray(row["image"].convert("RGB"))
         prompts.append(row["prompt"])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), prompts
 
 
-def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+# ---------------------------------------------------------------- hard negatives
 
 
-@torch.no_grad()
-def measure_quality(evaluator: EmbeddedEvaluator, images_u8: torch.Tensor, prompts: list[str],
-                    batch_size: int = 250) -> dict[str, float]:
-    """Held-out retrieval top-1 (both directions) and main-object attribute accuracy."""
-    img_f, txt_f = [], []
-    acc = PromptAccuracy(evaluator)
-    for s in range(0, len(prompts), batch_size):
-        x = images_u8[s : s + batch_size].float() / 255
-        img_f.append(evaluator.image_features(x, normalize=True))
-        txt_f.append(evaluator.text_features(prompts[s : s + batch_size], normalize=True))
-        acc.update(x, prompts[s : s + batch_size])
-    sim = torch.cat(img_f) @ torch.cat(txt_f).T
-    target = torch.arange(sim.shape[0])
-    result = {
-        "retrieval_top1_image_to_text": float((sim.argmax(1) == target).float().mean()),
-        "retrieval_top1_text_to_image": float((sim.argmax(0) == target).float().mean()),
-        "retrieval_candidates": int(sim.shape[0]),
-    }
-    result.update({f"real_{k.replace('/', '_')}": v for k, v in acc.compute().items()})
-    return result
+def _caption(objects: list[dict], background: str | None) -> str:
+    phrases = [f"a {o['size']} {o['color']} {o['shape']} at the {o['position']}" for o in objects]
+    listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return f"{listed}, {background}" if background else listed
 
 
-def hard_negative_texts(idx: list[int], prompts: list[str], variants: list, rng: np.random.Generator) -> list[str]:
-    """Two negatives per sample: its caption with another main-object shape, and with another colour.
+def perturbed_caption(prompt: str, rng: np.random.Generator) -> str | None:
+    """The caption with one attribute of one object changed (shape, colour, size, or position to a free cell);
+    None outside the synthscenes grammar."""
+    parsed = parse_caption(prompt)
+    objects = [dict(o) for o in parsed["objects"]]
+    if not objects:
+        return None
+    o = objects[int(rng.integers(len(objects)))]
+    attr = ("shape", "color", "size", "position")[int(rng.integers(4))]
+    used = {x["position"] for x in objects}
+    values = {"shape": SHAPES, "color": tuple(COLORS), "size": tuple(SIZES),
+              "position": tuple(p for p in POSITIONS if p not in used)}[attr]
+    values = [v for v in values if v != o[attr]]
+    if not values:  # nine objects leave no free cell: change the shape instead
+        attr, values = "shape", [v for v in SHAPES if v != o["shape"]]
+    o[attr] = values[int(rng.integers(len(values)))]
+    return _caption(objects, parsed["background"])
 
-    Captions outside the synthscenes grammar (photos) get two random captions instead.
-    """
+
+def hard_negative_texts(idx: list[int], prompts: list[str], per_sample: int, rng: np.random.Generator) -> list[str]:
+    """``per_sample`` perturbed captions per sample; photos (no grammar) get random other captions."""
     out = []
     for i in idx:
-        if variants[i] is None:
-            out += [prompts[int(j)] for j in rng.integers(0, len(prompts), 2)]
-            continue
-        for group in variants[i]:
-            others = [t for t in group if t != prompts[i]]
-            out.append(others[int(rng.integers(len(others)))])
+        for _ in range(per_sample):
+            neg = perturbed_caption(prompts[i], rng)
+            out.append(neg if neg is not None else prompts[int(rng.integers(len(prompts)))])
     return out
 
 
@@ -117,13 +167,30 @@ def contrastive_loss_with_negatives(img_BD: torch.Tensor, txt_ND: torch.Tensor, 
     return (F.cross_entropy(i2t, target) + F.cross_entropy(t2i, target)) / 2
 
 
+# ---------------------------------------------------------------- layout losses
+
+
+def cell_loss(logits_BPK: torch.Tensor, labels_BP3: torch.Tensor, head_sizes: tuple[int, ...],
+              shape_weight: float = 1.0) -> torch.Tensor:
+    """Weighted mean of the three cross-entropies of the cell reader (shape-or-empty x ``shape_weight``,
+    colour, size)."""
+    parts = logits_BPK.split(head_sizes, dim=-1)
+    total, weights = 0.0, 0.0
+    for g, part in enumerate(parts):
+        target = labels_BP3[..., g].reshape(-1)
+        if (target != IGNORE).any():
+            w = shape_weight if g == 0 else 1.0
+            total = total + w * F.cross_entropy(part.reshape(-1, part.shape[-1]), target, ignore_index=IGNORE)
+            weights += w
+    return total / max(weights, 1e-12)
+
+
 class LayoutHeads(torch.nn.Module):
     """Auxiliary linear read-outs of the scene layout from an embedding (training only, never shipped).
 
     For each of the 9 grid cells: which shape (or none), which colour (or none) and which size (or none) sits
     there. The same heads read image and text embeddings, so both towers must put every object's attributes
-    into the shared space, in the same directions; contrastive matching alone learns shape only slowly because
-    colours and backgrounds already separate most captions.
+    into the shared space, in the same directions.
     """
 
     groups = (("shape", SHAPES), ("color", tuple(COLORS)), ("size", tuple(SIZES)))
@@ -164,97 +231,150 @@ def layout_labels(prompt: str) -> torch.Tensor | None:
     return out
 
 
+# ---------------------------------------------------------------- training
+
+
+def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+@contextlib.contextmanager
+def isolated_torch_state(threads: int, seed: int):
+    """Seeded RNGs and a fixed thread count inside; the caller's RNG states and thread count restored after,
+    so that a training run neither depends on nor changes what ran before it in the same process."""
+    before_threads = torch.get_num_threads()
+    torch_state, np_state, py_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        yield
+    finally:
+        torch.set_num_threads(before_threads)
+        torch.set_rng_state(torch_state)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+def augment(x_B3HW_01: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """With probability ``prob`` per image: area-down to 24..48 px and bicubic back up (blur like a decoder's)."""
+    if prob <= 0:
+        return x_B3HW_01
+    pick = torch.rand(x_B3HW_01.shape[0], generator=gen) < prob
+    if not pick.any():
+        return x_B3HW_01
+    res = x_B3HW_01.shape[-1]
+    small = int(torch.randint(24, 49, (1,), generator=gen))
+    sub = F.interpolate(x_B3HW_01[pick], size=(small, small), mode="area")
+    sub = F.interpolate(sub, size=(res, res), mode="bicubic", align_corners=False).clamp(0, 1)
+    out = x_B3HW_01.clone()
+    out[pick] = sub
+    return out
+
+
+def save_weights(weights_path: Path, state_dict: dict[str, torch.Tensor], seed: int) -> str:
+    """Write fp16 safetensors (+ ``weights.sha256`` beside them); return the sha256.
+
+    Floats go to fp16; integer buffers (BatchNorm's num_batches_tracked) keep their dtype. The metadata is a
+    single key on purpose: safetensors writes metadata keys in hash-map order, which differs from one save to
+    the next, so two keys made the file's bytes (and its sha256) differ between identical runs about half the
+    time.
+    """
+    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v.detach() for k, v in state_dict.items()}
+    atomic_save_safetensors(weights_path, state, metadata={"hartkit": f"hartkit-embedded-clip seed {seed}"})
+    digest = file_sha256(weights_path)
+    atomic_write_text(Path(weights_path).parent / "weights.sha256", f"{digest}  weights.safetensors\n")
+    return digest
+
+
 def train(args: argparse.Namespace) -> dict:
-    import open_clip
+    with isolated_torch_state(args.threads, args.seed):
+        return _train(args)
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
 
-    images, prompts = load_split("synthscenes", "train", args.train_size, args.resolution, args.seed)
+def _train(args: argparse.Namespace) -> dict:
+    images, prompts = render_scenes("train", 0, args.train_size, args.resolution, args.seed, args.cache_dir)
+    n_scenes = len(prompts)
     if args.photos:
-        p_images, p_prompts = load_split("photos", "train", args.photos, args.resolution, args.seed)
+        p_images, p_prompts = load_photos(args.photos, args.resolution, args.seed)
         images, prompts = torch.cat([images, p_images]), prompts + p_prompts
-    test_images, test_prompts = load_split("synthscenes", "test", args.test_size, args.resolution, args.seed)
-    log.info("training on %d image-caption pairs, %d held out", len(prompts), len(test_prompts))
+    val_images, val_prompts = render_scenes("train", VAL_OFFSET, args.val_size, args.resolution, args.seed,
+                                            args.cache_dir)
+    log.info("training on %d image-caption pairs (%d scenes), validating on %d scenes", len(prompts), n_scenes,
+             len(val_prompts))
 
-    tokenizer = get_tokenizer()
+    tokenizer = get_tokenizer(load_config(args.model_config)["text"]["context_length"])
     tokens = torch.cat([tokenizer(prompts[s : s + 4096]) for s in range(0, len(prompts), 4096)])
+    parsed = [parse_caption(p)["objects"] for p in prompts]
+    cell_labels = torch.stack([scene_labels(objs) if objs else torch.full((len(POSITIONS), 3), IGNORE)
+                               for objs in parsed])
+    readout_labels = torch.stack([layout_labels(p) if objs else torch.zeros(len(POSITIONS), 3, dtype=torch.long)
+                                  for p, objs in zip(prompts, parsed)])
+    has_layout = torch.tensor([bool(objs) for objs in parsed])
 
     model = build_model(args.model_config)
     model.train()
-    # layout supervision: labels per sample, and a mask for the photos (no layout)
-    labels = [layout_labels(p) for p in prompts]
-    has_layout = torch.tensor([lab is not None for lab in labels])
-    empty = torch.zeros(len(POSITIONS), len(LayoutHeads.groups), dtype=torch.long)
-    labels = torch.stack([lab if lab is not None else empty for lab in labels])
-    heads = LayoutHeads(model.text_projection.shape[1])
+    heads = LayoutHeads(model.cfg["embed_dim"])
     named = [*model.named_parameters(), *(("heads." + n, p) for n, p in heads.named_parameters())]
     decay = [p for n, p in named if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in named if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
-    loss_fn = open_clip.ClipLoss()
-    # hard negatives: the caption with only the main object's shape (or colour) changed, so that the model must
-    # bind shape and colour to the image instead of matching captions by background and position alone
-    variants = [counterfactuals(p) for p in prompts] if args.hard_negatives else []
     rng = np.random.default_rng(args.seed)
-    # exactly the evaluator's preprocessing (resize to the model's input size, CLIP mean/std)
+    gen = torch.Generator().manual_seed(args.seed)
+    # exactly the evaluator's preprocessing (resize to the model's input size, mean/std)
     preprocess = EmbeddedEvaluator(model=model).preprocess
     model.train()
 
-    gen = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(prompts), generator=gen)
     cursor = 0
-    shape_acc = torch.tensor(float("nan"))  # the layout read-out's shape accuracy (images + texts), for the bar
     t0 = time.perf_counter()
-    bar = tqdm(range(args.steps), desc="train embedded-clip")
+    bar = tqdm(range(args.steps), desc="train embedded evaluator", mininterval=10)
     for step in bar:
         if cursor + args.batch_size > len(order):
             order, cursor = torch.randperm(len(prompts), generator=gen), 0
         idx = order[cursor : cursor + args.batch_size]
         cursor += args.batch_size
-        x = preprocess(images[idx].float() / 255)
+        x = preprocess(augment(images[idx].float() / 255, args.blur_prob, gen))
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, args.steps, args.warmup, args.lr)
-        img_f = model.encode_image(x, normalize=True)
-        if args.hard_negatives:
-            negatives = hard_negative_texts(idx.tolist(), prompts, variants, rng)
-            txt_all = model.encode_text(torch.cat([tokens[idx], tokenizer(negatives)]), normalize=True)
-            loss = contrastive_loss_with_negatives(img_f, txt_all, model.logit_scale.exp())
-        else:
-            txt_all = model.encode_text(tokens[idx], normalize=True)
-            loss = loss_fn(img_f, txt_all, model.logit_scale.exp())
+        cell_logits, img_f = model.layout_and_embedding(x, normalize=True)
+        loss_cells = cell_loss(cell_logits, cell_labels[idx], model.visual.head_sizes, args.shape_weight)
+        negatives = hard_negative_texts(idx.tolist(), prompts, args.negatives, rng) if args.negatives else []
+        neg_tokens = [tokenizer(negatives)] if negatives else []
+        txt_all = model.encode_text(torch.cat([tokens[idx], *neg_tokens]), normalize=True)
+        loss_clip = contrastive_loss_with_negatives(img_f, txt_all, model.logit_scale.exp())
+        loss = args.cell_weight * loss_cells + loss_clip
         keep = has_layout[idx]
         if args.layout_weight > 0 and keep.any():
-            lab = labels[idx][keep]
+            lab = readout_labels[idx][keep]
             f_BD = torch.cat([img_f[keep], txt_all[: len(idx)][keep]])
-            layout_loss, shape_acc = heads(f_BD * args.layout_scale, torch.cat([lab, lab]))
-            loss = loss + args.layout_weight * layout_loss
+            loss = loss + args.layout_weight * heads(f_BD * args.layout_scale, torch.cat([lab, lab]))[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([*model.parameters(), *heads.parameters()], 1.0)
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}",
-                            shape=f"{shape_acc.item():.2f}")
+        if step % 25 == 0 or step == args.steps - 1:
+            log.info("step %d/%d loss %.3f cells %.3f clip %.3f scale %.1f (%.0f s)", step, args.steps, loss.item(),
+                     loss_cells.item(), loss_clip.item(), model.logit_scale.exp().item(), time.perf_counter() - t0)
     train_seconds = time.perf_counter() - t0
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / "weights.safetensors"
-    # fp16 floats; integer buffers (BatchNorm's num_batches_tracked) keep their dtype
-    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v.detach()
-             for k, v in model.state_dict().items()}
-    atomic_save_safetensors(weights_path, state, metadata={"model": "hartkit-embedded-clip", "seed": str(args.seed)})
-    digest = file_sha256(weights_path)
-    atomic_write_text(out / "weights.sha256", f"{digest}  weights.safetensors\n")
+    digest = save_weights(weights_path, model.state_dict(), args.seed)
 
-    # quality of exactly what ships: the fp16 file, reloaded
+    from hartkit.eval.embedded.quality import measure_quality
+
+    # validation numbers of exactly what ships: the fp16 file, reloaded
     shipped = load_weights(build_model(args.model_config), weights_path)
-    quality = measure_quality(EmbeddedEvaluator(model=shipped), test_images, test_prompts)
+    val = measure_quality(EmbeddedEvaluator(model=shipped), val_images, val_prompts,
+                          fd_n=len(val_prompts) // 2 if len(val_prompts) >= 20 else 0)
     report = {
         "command": " ".join(["python -m hartkit.eval.train_embedded", *sys.argv[1:]]),
         "sha256": digest,
@@ -262,35 +382,41 @@ def train(args: argparse.Namespace) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(train_seconds, 1),
         "threads": args.threads,
-        "held_out": f"synthscenes test split, {len(test_prompts)} images at {args.resolution} px, seed {args.seed}",
-        "quality": quality,
+        "validation_set": f"synthscenes train split, scenes {VAL_OFFSET}..{VAL_OFFSET + len(val_prompts) - 1} "
+                          f"(never trained on) at {args.resolution} px, seed {args.seed}",
+        "validation": val,
         "args": vars(args),
     }
     atomic_write_json(out / "quality.json", report)
-    log.info("wrote %s (sha256 %s, %.1f MB); quality %s", weights_path, digest[:16],
-             report["size_bytes"] / 1e6, quality)
+    log.info("wrote %s (sha256 %s, %.1f MB); validation %s", weights_path, digest[:16],
+             report["size_bytes"] / 1e6, val)
     return report
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--train-size", type=int, default=20000, help="synthscenes train images")
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--train-size", type=int, default=30000, help="synthscenes train scenes (indices 0..N-1)")
     p.add_argument("--photos", type=int, default=2000, help="captioned photo crops added to training (0: none)")
-    p.add_argument("--test-size", type=int, default=1000, help="held-out synthscenes test images")
+    p.add_argument("--val-size", type=int, default=1000, help="validation scenes (train split from VAL_OFFSET)")
     p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--hard-negatives", action=argparse.BooleanOptionalAction, default=True,
-                   help="add shape- and colour-swapped captions as negatives (default: on)")
-    p.add_argument("--layout-weight", type=float, default=2.0,
-                   help="weight of the auxiliary per-cell shape/colour/size read-out loss (0: contrastive only)")
+    p.add_argument("--negatives", type=int, default=2, help="hard negative captions per sample (0: none)")
+    p.add_argument("--cell-weight", type=float, default=2.0, help="weight of the per-cell layout cross-entropy")
+    p.add_argument("--shape-weight", type=float, default=2.0,
+                   help="weight of the shape-or-empty term within the per-cell loss (colour and size: 1)")
+    p.add_argument("--layout-weight", type=float, default=1.0,
+                   help="weight of the auxiliary layout read-out from both embeddings (0: none)")
     p.add_argument("--layout-scale", type=float, default=8.0,
                    help="the read-out sees the unit-norm embedding times this")
+    p.add_argument("--blur-prob", type=float, default=0.0,
+                   help="fraction of training images blurred (area down to 24..48 px, bicubic up)")
     p.add_argument("--model-config", default=str(CONFIG_PATH),
-                   help="open_clip model json (default: the shipped one; others only to try architectures)")
+                   help="model json (default: the shipped one; others only to try architectures)")
+    p.add_argument("--cache-dir", default=None, help="keep rendered scenes here as tensors (None: render again)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(PACKAGE_DIR), help="folder for weights.safetensors/.sha256 + quality.json")

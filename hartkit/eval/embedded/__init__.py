@@ -1,10 +1,11 @@
-"""The embedded evaluator (tiny CLIP shipped with hartkit) and its zero-shot prompt accuracy."""
+"""The embedded evaluator (small image-text model + per-cell scene reader shipped with hartkit)."""
 
 from hartkit.eval.embedded.model import (
     MODEL_NAME,
     SHA256_PATH,
     WEIGHTS_PATH,
     EmbeddedEvaluator,
+    EmbeddedModel,
     EmbeddedWeightsError,
     build_model,
     get_embedded_evaluator,
@@ -17,6 +18,7 @@ __all__ = [
     "SHA256_PATH",
     "WEIGHTS_PATH",
     "EmbeddedEvaluator",
+    "EmbeddedModel",
     "EmbeddedWeightsError",
     "build_model",
     "get_embedded_evaluator",

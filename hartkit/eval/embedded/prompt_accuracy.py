@@ -1,112 +1,135 @@
-"""Prompt accuracy: does a generated image show the main object its prompt names?
+"""Prompt accuracy: does an image show every object its prompt names, with the named attributes?
 
-A zero-shot, GenEval-like check with the embedded evaluator, by counterfactual
-prompts. For each image the candidates are its own prompt with only the main
-object's shape changed (10 texts, one per shape) and with only its colour
-changed (8 texts, one per colour); the image "shows the shape" when its own
-prompt scores highest among the shape variants, likewise for colour, and
-"joint" when both hold. Why this form:
+A GenEval-like check: GenEval runs an object detector on the generated image
+and compares what it finds with what the prompt asks for; here the detector is
+the embedded evaluator's cell reader (``EmbeddedEvaluator.layout``): for each
+of the 3 x 3 grid cells, the probability that an object is there, and the
+probabilities of its shape, colour and size (softmax per attribute).
 
-- the candidates are complete captions in the grammar the evaluator was
-  trained on (size, position, the other objects and the background included),
-  so they are in-distribution, unlike bare words ("star") or object phrases;
-- exactly one attribute differs between candidates, so only the main object's
-  shape (or colour) can decide, not the background or the secondary objects;
-- separate shape and colour tests cost 17 texts per image instead of 80 for
-  the full product, and give the two attribute accuracies directly.
+For every object the prompt names, with shape s, colour c, size z, cell p:
 
+- ``shape`` is right when cell p is read as occupied (probability > 0.5) and
+  the most probable shape there is s; ``color`` and ``size`` likewise (each is
+  its own argmax; nothing is a joint softmax over attribute combinations);
+- ``position`` is right when, of all nine cells, the one that most looks like
+  "a c s" (largest P(occupied) * P(shape s) * P(colour c)) is p, or another
+  cell the prompt gives an object of the same shape and colour;
+- the object is right when all four are.
+
+Per image, each attribute's score is the fraction of the prompt's objects it
+gets right; ``prompt_accuracy`` (joint) is 1 when every named object is right
+in all four attributes, else 0; ``main_*`` judge the first-named (main) object
+only; ``count`` is 1 when the number of cells read as occupied equals the
+number of objects named. Each reported number is the mean of its per-image
+score over the images (``per_image`` gives those scores, for intervals).
 Prompts that do not follow the synthscenes grammar (e.g. MJHQ prompts) are
 counted as ``skipped``, never as wrong.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from hartkit.data.synthscenes import COLORS, SHAPES, parse_caption
+from hartkit.data.synthscenes import COLORS, POSITIONS, SHAPES, SIZES, parse_caption
+
+# per-image scores, in this order in state()
+SCORES: tuple[str, ...] = (
+    "joint", "shape", "color", "size", "position", "count",
+    "main_shape", "main_color", "main_size", "main_position",
+)  # fmt: skip
+
+PROTOCOL = ("embedded cell reader (per 3x3 grid cell: occupied, shape, colour, size, each an argmax of its own "
+            "softmax); per named object: shape/color/size right if its cell is occupied (p > 0.5) and the argmax "
+            "matches; position right if the cell most like the named colour+shape is the named cell; per image: "
+            "fraction of named objects right per attribute, joint = all named objects right in all four; "
+            "main_* = first-named object only; count = occupied cells == objects named; mean over images")
 
 
-def _phrase(named: dict, color: str, shape: str) -> str:
-    return f"a {named['size']} {color} {shape} at the {named['position']}"
-
-
-def counterfactuals(prompt: str, named: dict | None = None) -> tuple[list[str], list[str]] | None:
-    """(prompt with each shape, prompt with each colour) for the main object, or None outside the grammar."""
-    named = named or parse_caption(prompt)
-    if named.get("shape") is None:
-        return None
-    own = _phrase(named, named["color"], named["shape"])
-    start = prompt.index(own)  # the main object is named first
-
-    def swap(color: str, shape: str) -> str:
-        return prompt[:start] + _phrase(named, color, shape) + prompt[start + len(own):]
-
-    return [swap(named["color"], s) for s in SHAPES], [swap(c, named["shape"]) for c in COLORS]
+def _metric_name(score: str) -> str:
+    return "prompt_accuracy" if score == "joint" else f"prompt_accuracy/{score}"
 
 
 class PromptAccuracy:
-    """Accumulates shape / colour / joint hits of the main object over batches."""
+    """Accumulates per-image scores (see the module docstring) over batches."""
+
+    protocol = PROTOCOL
 
     def __init__(self, evaluator):
         self.evaluator = evaluator
-        self.colors = list(COLORS)
-        self.shapes = list(SHAPES)
+        self.shapes, self.colors, self.sizes = list(SHAPES), list(COLORS), list(SIZES)
         self.reset()
 
     def reset(self) -> None:
-        self.shape_hits = 0
-        self.color_hits = 0
-        self.joint_hits = 0
-        self.count = 0
-        self.skipped = 0
+        self.count = 0  # images judged
+        self.skipped = 0  # prompts outside the grammar
+        self._sums = np.zeros(len(SCORES), dtype=np.float64)
+        self._rows: list[np.ndarray] = []  # per judged image: its SCORES (this process's images only)
 
     @torch.no_grad()
-    def predict(self, images_B3HW_01: torch.Tensor, prompts: list[str]) -> list[dict | None]:
-        """Per image: predicted and named shape and colour, or None for a prompt outside the grammar."""
-        named = [parse_caption(p) for p in prompts]
-        cands = [counterfactuals(p, n) for p, n in zip(prompts, named)]
-        keep = [i for i, c in enumerate(cands) if c is not None]
+    def judge(self, images_B3HW_01: torch.Tensor, prompts: list[str]) -> list[dict | None]:
+        """Per image: {score name: value in [0, 1]} plus ``objects`` (what was read per named object),
+        or None for a prompt outside the grammar."""
+        named = [parse_caption(p)["objects"] for p in prompts]
+        keep = [i for i, objs in enumerate(named) if objs]
         out: list[dict | None] = [None] * len(prompts)
         if not keep:
             return out
-        img = self.evaluator.image_features(images_B3HW_01[keep], normalize=True)  # (K, D)
-        texts = [t for i in keep for t in cands[i][0] + cands[i][1]]  # all candidates in one text batch
-        per = len(self.shapes) + len(self.colors)
-        txt = self.evaluator.text_features(texts, normalize=True).view(len(keep), per, -1)
-        sims = torch.einsum("kd,kcd->kc", img, txt)
+        read = self.evaluator.layout(images_B3HW_01[keep])
+        occupied = read["occupied"].cpu()
+        shape_p, color_p, size_p = read["shape"].cpu(), read["color"].cpu(), read["size"].cpu()
         for row, i in enumerate(keep):
-            out[i] = {
-                "shape": self.shapes[int(sims[row, : len(self.shapes)].argmax())],
-                "color": self.colors[int(sims[row, len(self.shapes) :].argmax())],
-                "named_shape": named[i]["shape"],
-                "named_color": named[i]["color"],
-            }
+            objs = named[i]
+            cells = [POSITIONS.index(o["position"]) for o in objs]
+            judged = []
+            for o, cell in zip(objs, cells):
+                s, c = self.shapes.index(o["shape"]), self.colors.index(o["color"])
+                here = bool(occupied[row, cell] > 0.5)
+                likeness = occupied[row] * shape_p[row, :, s] * color_p[row, :, c]  # per cell
+                same = {cell2 for o2, cell2 in zip(objs, cells) if (o2["shape"], o2["color"]) == (o["shape"], o["color"])}
+                judged.append({
+                    "shape": here and int(shape_p[row, cell].argmax()) == s,
+                    "color": here and int(color_p[row, cell].argmax()) == c,
+                    "size": here and self.sizes[int(size_p[row, cell].argmax())] == o["size"],
+                    "position": int(likeness.argmax()) in same,
+                    "read_shape": self.shapes[int(shape_p[row, cell].argmax())] if here else None,
+                    "read_color": self.colors[int(color_p[row, cell].argmax())] if here else None,
+                    "read_size": self.sizes[int(size_p[row, cell].argmax())] if here else None,
+                })
+            attrs = ("shape", "color", "size", "position")
+            scores = {a: float(np.mean([j[a] for j in judged])) for a in attrs}
+            scores["joint"] = float(all(j[a] for j in judged for a in attrs))
+            scores["count"] = float(int((occupied[row] > 0.5).sum()) == len(objs))
+            scores.update({f"main_{a}": float(judged[0][a]) for a in attrs})
+            out[i] = {**scores, "objects": judged}
         return out
 
     def update(self, images_B3HW_01: torch.Tensor, prompts: list[str]) -> None:
-        for pred in self.predict(images_B3HW_01, prompts):
-            if pred is None:
+        for res in self.judge(images_B3HW_01, prompts):
+            if res is None:
                 self.skipped += 1
                 continue
+            row = np.array([res[k] for k in SCORES], dtype=np.float64)
             self.count += 1
-            shape_ok = pred["shape"] == pred["named_shape"]
-            color_ok = pred["color"] == pred["named_color"]
-            self.shape_hits += shape_ok
-            self.color_hits += color_ok
-            self.joint_hits += shape_ok and color_ok
+            self._sums += row
+            self._rows.append(row)
+
+    def per_image(self) -> dict[str, np.ndarray]:
+        """Per judged image (this process's, in update order), each score's value; the metric is its mean."""
+        rows = np.stack(self._rows) if self._rows else np.zeros((0, len(SCORES)))
+        return {_metric_name(k): rows[:, j].copy() for j, k in enumerate(SCORES)}
 
     def state(self) -> torch.Tensor:
-        return torch.tensor([self.shape_hits, self.color_hits, self.joint_hits, self.count, self.skipped],
-                            dtype=torch.float64)
+        """Sums that add up across processes: [count, skipped, sum of each score in SCORES order]."""
+        return torch.tensor([self.count, self.skipped, *self._sums.tolist()], dtype=torch.float64)
 
     def load_state(self, t: torch.Tensor) -> None:
-        self.shape_hits, self.color_hits, self.joint_hits, self.count, self.skipped = (int(round(v)) for v in t.tolist())
+        """Take summed state (e.g. all-reduced over ranks); per_image() keeps this process's images only."""
+        values = t.tolist()
+        self.count, self.skipped = int(round(values[0])), int(round(values[1]))
+        self._sums = np.array(values[2:], dtype=np.float64)
 
     def compute(self) -> dict[str, float]:
         if self.count == 0:
             return {}
-        return {
-            "prompt_accuracy": self.joint_hits / self.count,
-            "prompt_accuracy/shape": self.shape_hits / self.count,
-            "prompt_accuracy/color": self.color_hits / self.count,
-        }
+        return {_metric_name(k): float(v / self.count) for k, v in zip(SCORES, self._sums)}
