@@ -147,13 +147,14 @@ def run(ctx) -> None:
              groups["text_encoder_trained"] / 1e6, model.spec.num_tokens, cfg.ar.train.steps, art)
     from hartkit.ar_models.trainer import train_generator
 
+    commit = git_commit()  # the code this process runs (read now: the checkout may change while it trains)
     result = train_generator(model, cache, cfg.ar, art, ctx.device, seed=cfg.seed, resume=cfg.resume,
                              logger=ctx.logger, grid_fn=make_grid_fn(ctx, tokenizer))
     config = {"ar": OmegaConf.to_container(cfg.ar, resolve=True),
               "token_spec": {"kind": model.spec.kind, "patch_nums": list(model.spec.patch_nums),
                              "vocab_size": model.spec.vocab_size, "latent_channels": model.spec.latent_channels},
               "tokenizer": cfg.tokenizer.name}
-    finish_artifact(art, result.model, config, {**result.summary, "git_commit": git_commit()})
+    finish_artifact(art, result.model, config, {**result.summary, "git_commit": commit})
     ctx.state["generator"], ctx.state["generator_dir"] = result.model, art
     log.info("generator %s: finished %d steps -> %s%s", cfg.ar.name, result.step, art,
              f" (samples: {result.grid_path})" if result.grid_path else "")

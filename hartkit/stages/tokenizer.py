@@ -66,6 +66,7 @@ def run(ctx) -> None:
 
     log.info("tokenizer %s (%s): %.2f M parameters, %d tokens per image, training %d steps -> %s",
              tok_cfg.name, model.kind, model.num_parameters() / 1e6, model.num_tokens, tok_cfg.train.steps, art)
+    commit = git_commit()  # the code this process runs (read now: the checkout may change while it trains)
     result = train_tokenizer(model, train_set, tok_cfg, art, ctx.device, seed=cfg.seed, resume=cfg.resume,
                              collate_fn=collate, logger=ctx.logger)
     if result.grid_path is not None:
@@ -73,7 +74,7 @@ def run(ctx) -> None:
                              caption="rows: " + ", ".join(_row_names(model.kind)), step=result.step)
         log.info("reconstruction grid: %s", result.grid_path)
     # records scored later name the commit their artifact was trained at, not only where they were scored
-    save_tokenizer(result.model, tok_cfg, art, {**result.summary, "git_commit": git_commit()})
+    save_tokenizer(result.model, tok_cfg, art, {**result.summary, "git_commit": commit})
     ctx.state["tokenizer"] = result.model
     ctx.state["tokenizer_dir"] = art
     log.info("tokenizer %s: finished %d steps -> %s", tok_cfg.name, result.step, art)
