@@ -197,3 +197,12 @@ def test_a_config_key_typo_names_the_key(tmp_path):
     out = _run_py(tmp_path, "tokenizer.train.stepz=3")
     assert out.returncode != 0
     assert "stepz" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_atomic_writes_get_the_permissions_a_plain_open_would_give(tmp_path):
+    from hartkit.utils.io import atomic_write_text
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert (atomic.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)

@@ -224,8 +224,9 @@ def main(argv: list[str] | None = None) -> None:
              f"generator batch {bs_ar}, {res} px.",
              "fp32 matmul peak (1024^3, best of 20): " + ", ".join(
                  f"{p / 1e9:.1f} GFLOP/s at {t} thread(s)" for t, p in peaks.items()) + ".",
-             f"Load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f}"
-             + (" (the machine was busy: the timings are not reliable)" if max(load_before[0], load_after[0]) > 0.5
+             f"Load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f} (after includes this "
+             "benchmark's own threads)"
+             + (": the machine was busy before it started, the timings are not reliable" if load_before[0] > 0.5
                 else "") + ".", "",
              "| part | variant | threads | images/s | vs baseline | FLOP/s vs matmul peak | note |",
              "|---|---|---:|---:|---:|---:|---|"]
