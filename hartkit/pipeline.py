@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hartkit.engine.rng import derive_seed, seed_all
+from hartkit.engine.rng import reseed
 from hartkit.errors import UserError
 from hartkit.kernels import set_backend as set_kernel_backend
 from hartkit.records import ResultRecord, new_run_id, write_record
@@ -154,7 +154,7 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
             log.info("stage %s: start", name)
             # each stage's randomness depends on (seed, stage, rank) only, not on which stages ran before it
             # in this process: a resumed run that skips finished stages draws exactly what an uninterrupted one does
-            seed_all(derive_seed(cfg.seed, name, dist_utils.rank()))
+            reseed(cfg.seed, name, dist_utils.rank())
             fn(ctx)
             log.info("stage %s: done in %.1fs", name, time.perf_counter() - t0)
     finally:

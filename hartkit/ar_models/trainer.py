@@ -34,7 +34,7 @@ from hartkit.engine import (
     warmup_cosine_schedule,
     wrap_ddp,
 )
-from hartkit.engine.rng import derive_seed, private_generator, seed_all
+from hartkit.engine.rng import derive_seed, private_generator, reseed
 from hartkit.utils import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,7 @@ def train_generator(model: ScaleAR, cache: dict, ar_cfg, artifact_dir: Path, dev
         # the step's randomness (dropout, condition dropout, kept final-scale tokens, sampled codes, diffusion
         # t / noise) comes from (seed, step, rank) alone, so a resumed run repeats it exactly whatever else
         # (a sample grid, a kill and restart) touched the global RNG before
-        step_seed = derive_seed(seed, "generator", step, dist_utils.rank())
-        seed_all(step_seed)
+        step_seed = reseed(seed, "generator", step, dist_utils.rank())
         drop_gen = private_generator(derive_seed(step_seed, "condition_dropout"))
         step_gen = private_generator(derive_seed(step_seed, "loss"), device)
         cond = condition_inputs(model, batch, ar_cfg.condition)

@@ -3,7 +3,7 @@
 Layout of a checkpoint folder::
 
     checkpoints/
-      latest.json               {"step": 1200, "dir": "step_00001200"}  (rewritten last, atomically)
+      latest.json               {"step": 1200, "dir": "step_00001200"}  (for people and tools; rewritten last)
       step_00001200/
         model.safetensors       one file per module (weights; EMA copy too)
         state.pt                optimizers, schedulers, RNG states, extra (loaded with weights_only=True)
@@ -11,7 +11,10 @@ Layout of a checkpoint folder::
 A step folder is built under a temporary name and renamed into place in one
 ``os.replace``; ``latest.json`` is replaced only afterwards. A process killed at
 any point therefore leaves either the previous checkpoint or the new one, never
-a half-written one that a reader could pick up.
+a half-written one that a reader could pick up. Readers take the newest step
+folder (a complete one by construction), falling back past a damaged one. The
+RNG states are saved for callers that resume a global stream; hartkit's
+trainers reseed every step instead (``hartkit.engine.rng``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Every random draw of a run is a pure function of named integers: the run's
 seed, the stage, the step and the rank. A stage starts from
-``seed_all(derive_seed(seed, stage, rank))`` and a training step from
-``seed_all(derive_seed(seed, stage, step, rank))``. Whatever happened before
+``reseed(seed, stage, rank)``, a model's initial weights from
+``reseed(seed, stage, "init")`` and a training step from
+``reseed(seed, stage, step, rank)``. Whatever happened before
 (a tokenizer trained in the same process or loaded from disk, a sample grid
 drawn between two steps, a run killed and resumed at step ``s``) therefore
 cannot shift the random stream: resuming is exact without replaying anything.
@@ -37,6 +38,13 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def reseed(*parts: int | str) -> int:
+    """Seed every global generator from ``derive_seed(*parts)``; returns that seed (for private generators)."""
+    seed = derive_seed(*parts)
+    seed_all(seed)
+    return seed
 
 
 def private_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

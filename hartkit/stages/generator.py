@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from hartkit.ar_models.model import ScaleAR, TokenSpec
 from hartkit.engine import finish_artifact, is_finished, load_artifact_weights, mark_unfinished
-from hartkit.engine.rng import derive_seed, seed_all
+from hartkit.engine.rng import reseed
 from hartkit.errors import ConfigError
 from hartkit.utils import distributed as dist_utils
 from hartkit.utils.env import git_commit
@@ -137,7 +137,7 @@ def run(ctx) -> None:
     num_categories = int(cache["tensors"]["category_id"].max()) + 1
     # the initial weights depend on the seed alone, not on what this process did before (a tokenizer trained
     # here or built and loaded from disk, a token cache encoded or read): a resumed run starts from the same ones
-    seed_all(derive_seed(cfg.seed, "generator", "init"))
+    reseed(cfg.seed, "generator", "init")
     model = build_generator(cfg.ar, tokenizer, num_categories)
     mark_unfinished(art)  # retraining: the old weights no longer count as finished
     groups = model.parameter_groups()

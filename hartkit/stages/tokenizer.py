@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from hartkit.engine import mark_unfinished
-from hartkit.engine.rng import derive_seed, seed_all
+from hartkit.engine.rng import reseed
 from hartkit.pipeline import StageError, artifact_dir, compose_run_config
 from hartkit.tokenizers import build_tokenizer, is_finished_artifact, load_tokenizer, save_tokenizer
 from hartkit.tokenizers.checkpoint import load_state_dict_checked
@@ -50,7 +50,7 @@ def run(ctx) -> None:
         log.info("tokenizer %s: reusing the finished artifact %s (retrain=true trains again)", tok_cfg.name, art)
         return
 
-    seed_all(derive_seed(cfg.seed, "tokenizer", "init"))  # initial weights from the seed alone (see the generator)
+    reseed(cfg.seed, "tokenizer", "init")  # initial weights from the seed alone (see the generator)
     model = build_tokenizer(tok_cfg)
     model.check_image_size(cfg.data.resolution)  # fail before building data or training
     if tok_cfg.init_from:

@@ -31,7 +31,7 @@ from hartkit.engine import (
     warmup_cosine_schedule,
     wrap_ddp,
 )
-from hartkit.engine.rng import derive_seed, seed_all
+from hartkit.engine.rng import reseed
 from hartkit.tokenizers.grid import save_reconstruction_grid
 from hartkit.tokenizers.losses import (
     PatchDiscriminator,
@@ -140,7 +140,7 @@ def train_tokenizer(model: MultiScaleTokenizer, dataset: Dataset, tok_cfg, out_d
         batch = next(batches)
         # the step's randomness (posterior noise, residual drop, dead codes) depends on (seed, step, rank)
         # only, so a resumed run draws exactly what an uninterrupted one does
-        seed_all(derive_seed(seed, "tokenizer", step, dist_utils.rank()))
+        reseed(seed, "tokenizer", step, dist_utils.rank())
         gan_on = disc is not None and step >= tcfg.gan_start_step
         micro_batches = split_batch(batch["image"], accum)
         opt.zero_grad(set_to_none=True)

@@ -119,17 +119,15 @@ def tokenizer_step(cfg, variant: Variant, images: torch.Tensor) -> tuple[Callabl
 def generator_step(cfg, variant: Variant, images: torch.Tensor, prompts: list[str]):
     from hartkit.ar_models.model import ScaleAR, TokenSpec
     from hartkit.ar_models.token_cache import encode_dataset, to_token_batch
+    from hartkit.data import collate
     from hartkit.tokenizers import build_tokenizer
 
     tokenizer = build_tokenizer(cfg.tokenizer).eval()
-    items = [{"image": img, "prompt": p, "category": "x", "category_id": 0} for img, p in zip(images, prompts)]
-    collate = lambda its: {"image": torch.stack([i["image"] for i in its]), "prompt": [i["prompt"] for i in its],
-                           "category": [i["category"] for i in its],
-                           "category_id": torch.tensor([i["category_id"] for i in its])}
+    items = [{"image": img, "prompt": p, "category": "x", "category_id": 0, "index": i}
+             for i, (img, p) in enumerate(zip(images, prompts))]
     cache = encode_dataset(tokenizer, items, len(items), "cpu", collate, desc="encode")
     model = ScaleAR(cfg.ar, TokenSpec.from_tokenizer(tokenizer)).train()
-    batch = {k: v for k, v in cache["tensors"].items()}
-    tb = to_token_batch(batch, prompts, "cpu")
+    tb = to_token_batch(cache["tensors"], prompts, "cpu")
     opt = _optimizer(model, variant.fused_adamw)
     loss_fn = torch.compile(model.loss) if variant.compile else model.loss
 
