@@ -1,7 +1,7 @@
 # Thin wrappers around the README's commands.
 PY := .venv/bin/python
 
-.PHONY: setup run compare test test-fast lint leaderboard preview
+.PHONY: setup run compare test test-fast lint leaderboard preview smoke wheel-check
 
 setup:
 	bash scripts/setup.sh
@@ -26,3 +26,9 @@ leaderboard:
 
 preview:
 	$(PY) run.py stages=[preview] data=synthscenes
+
+smoke:                ## every stage in seconds (outputs under outputs/smoke/)
+	$(PY) run.py experiment=smoke
+
+wheel-check: setup    ## the built wheel in a fresh venv, run from outside the checkout (as CI)
+	bash scripts/check_wheel.sh

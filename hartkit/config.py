@@ -27,6 +27,7 @@ class LoggerConfig:
     entity: Optional[str] = None
     mode: Optional[str] = None  # online | offline | disabled; None: WANDB_MODE or online
     tags: list[str] = field(default_factory=list)
+    group: Optional[str] = None  # W&B group; None: the sweep folder of a Hydra multirun (its jobs share it)
     log_images: bool = True
 
 
@@ -34,6 +35,8 @@ class LoggerConfig:
 class PathsConfig:
     results: str = "results"  # result records + leaderboard
     artifacts: str = "artifacts"  # checkpoints, token caches, grids (found by config hash)
+    # built datasets, shared by every run, process and rank; None: $HARTKIT_CACHE_DIR, else ~/.cache/hartkit
+    cache: Optional[str] = None
 
 
 @dataclass
@@ -47,6 +50,9 @@ class Config:
     run_name: Optional[str] = None
     threads: Optional[int] = None  # torch CPU threads (None: torch's default)
     preview_samples: int = 16  # images in the preview stage's grid
+    # the metric the job returns to Hydra (an optimising sweeper such as Optuna reads it), `<stage>/<metric>`
+    # as in the W&B summary, e.g. recon_eval/psnr or gen_eval/fd_embedded; None: the job returns nothing
+    objective: Optional[str] = None
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

@@ -25,6 +25,7 @@ from hartkit.errors import UserError
 from hartkit.kernels import set_backend as set_kernel_backend
 from hartkit.records import ResultRecord, new_run_id, write_record
 from hartkit.utils import distributed as dist_utils
+from hartkit.utils.cache import set_cache_root
 from hartkit.utils.env import git_commit, hardware_info, resolve_device
 from hartkit.utils.experiment_logger import build_logger
 from hartkit.utils.hashing import config_hash
@@ -96,6 +97,7 @@ class RunContext:
     run_id: str
     logger: Any
     state: dict[str, Any] = field(default_factory=dict)  # in-memory hand-over within one run
+    metrics: dict[str, float] = field(default_factory=dict)  # `<stage>/<metric>` of every record saved
 
     @property
     def results_dir(self) -> Path:
@@ -116,6 +118,9 @@ class RunContext:
         record.git_commit = record.git_commit or git_commit()
         record.command = record.command or " ".join(["python", *sys.argv])
         self.logger.log_record(record.to_dict())
+        for name, value in record.metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.metrics[f"{record.stage}/{name}"] = float(value)
         if not dist_utils.is_main():
             return None
         path = write_record(self.results_dir, record)
@@ -144,7 +149,10 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
         torch.set_num_threads(cfg.threads)
     set_kernel_backend(cfg.kernels)
     run_id = dist_utils.broadcast_object(cfg.run_name or new_run_id())
-    logger = build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), run_name=cfg.run_name)
+    if OmegaConf.select(cfg, "paths.cache"):
+        set_cache_root(cfg.paths.cache)
+    logger = build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), run_name=cfg.run_name,
+                          resume=bool(cfg.resume), group=multirun_group())
     ctx = RunContext(cfg=cfg, device=device, run_id=run_id, logger=logger)
     stage_fns = [(name, load_stage(name)) for name in cfg.stages]  # fail before any work on a typo
     log.info("run %s on %s: stages %s", run_id, device, list(cfg.stages))
@@ -160,3 +168,28 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
     finally:
         logger.finish()
     return ctx
+
+
+def multirun_group() -> str | None:
+    """The W&B group of a Hydra multirun job: its sweep folder, which every job of the sweep shares."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return str(hc.sweep.dir)[-128:]  # W&B's limit on a group name
+
+
+def objective_value(cfg: DictConfig, ctx: RunContext) -> float | None:
+    """The ``objective`` metric of this run (what the job returns to Hydra's sweeper), None when unset."""
+    name = OmegaConf.select(cfg, "objective")
+    if not name:
+        return None
+    if name not in ctx.metrics:
+        raise StageError(f"objective={name} was not measured by this run (stages {list(cfg.stages)}); it measured "
+                         f"{sorted(ctx.metrics) or 'nothing'}. Name one of those, or add the stage that scores it "
+                         "(recon_eval/<metric> needs recon_eval, gen_eval/<metric> needs gen_eval)")
+    return ctx.metrics[name]

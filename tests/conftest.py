@@ -15,17 +15,27 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported:
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+# built datasets are cached on disk; tests keep that cache in a folder of their own, never the user's ~/.cache
+if "HARTKIT_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["HARTKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="hartkit-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["HARTKIT_CACHE_DIR"], True)
 
 
 def compose(overrides: list[str] | None = None):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    """The checkout's config (hartkit.configs finds conf/) with these overrides."""
+    from hartkit.configs import compose as hartkit_compose
 
-    from hartkit.config import register_configs
+    return hartkit_compose(list(overrides or []))
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides or []))
+
+def smoke_overrides(tmp_path) -> list[str]:
+    """`experiment=smoke` (every stage in seconds) with every output inside tmp_path."""
+    return ["experiment=smoke", f"paths.results={tmp_path}/results", f"paths.artifacts={tmp_path}/artifacts",
+            f"eval.stats_cache={tmp_path}/artifacts/fd_stats"]
 
 
 @pytest.fixture
@@ -33,7 +43,8 @@ def compose_cfg(tmp_path):
     """Compose the config with paths redirected into tmp_path."""
 
     def _compose(*overrides: str):
-        return compose([f"paths.results={tmp_path}/results", f"paths.artifacts={tmp_path}/artifacts", *overrides])
+        return compose([f"paths.results={tmp_path}/results", f"paths.artifacts={tmp_path}/artifacts",
+                        f"eval.stats_cache={tmp_path}/artifacts/fd_stats", *overrides])
 
     return _compose
 

@@ -12,31 +12,12 @@ from hartkit.records import iter_records
 
 
 def tiny_run(tmp_path) -> list[str]:
+    """The stages, then experiment=smoke (tiny data, one-block models, a few steps) with 6 scored prompts."""
     return [
         "stages=[tokenizer,generator,gen_eval]",
-        "data.train_size=16",
-        "data.test_size=6",
-        "tokenizer.train.steps=2",
-        "tokenizer.train.batch_size=4",
-        "ar.depth=1",
-        "ar.width=32",
-        "ar.heads=2",
-        "ar.text_encoder.width=16",
-        "ar.text_encoder.depth=1",
-        "ar.text_encoder.vocab_buckets=256",
-        "ar.diffusion.width=16",
-        "ar.diffusion.depth=1",
-        "ar.diffusion.batch_mul=2",
-        "ar.train.steps=3",
-        "ar.train.batch_size=4",
-        "ar.train.checkpoint_every=2",
-        "ar.train.grid_size=2",
-        "ar.sampling.batch_size=4",
-        "ar.sampling.throughput_max_batch=2",
+        "experiment=smoke",
         "eval.num_images=6",
-        "eval.batch_size=6",
         f"eval.stats_cache={tmp_path}/fd_stats",
-        "threads=1",
     ]
 
 

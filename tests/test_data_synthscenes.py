@@ -140,7 +140,7 @@ def test_cache_dir_saves_and_reloads_the_same_dataset(tmp_path, monkeypatch):
 
     cfg = DataConfig(resolution=16, train_size=6, test_size=2, cache_dir=str(tmp_path))
     first = build_dataset(cfg, "train")
-    assert len(list(tmp_path.iterdir())) == 1
+    assert len([p for p in tmp_path.iterdir() if (p / "dataset_info.json").is_file()]) == 1
     clear_cache()  # as in a new process: only the disk copy is left
     monkeypatch.setattr(synthscenes, "render_scene", lambda *a, **k: pytest.fail("re-rendered despite cache_dir"))
     again = build_dataset(cfg, "train")
@@ -148,13 +148,15 @@ def test_cache_dir_saves_and_reloads_the_same_dataset(tmp_path, monkeypatch):
     assert np.array_equal(np.asarray(again[5]["image"]), np.asarray(first[5]["image"]))
 
 
-def test_parallel_build_gives_the_same_dataset():
+def test_parallel_build_gives_the_same_dataset(tmp_path):
     from hartkit.data import clear_cache
 
-    cfg = DataConfig(resolution=24, train_size=12, test_size=2, seed=3)
+    # separate disk caches: the parallel build must really render, not load the serial one's copy
+    cfg = DataConfig(resolution=24, train_size=12, test_size=2, seed=3, cache_dir=str(tmp_path / "serial"))
     serial = build_dataset(cfg, "train")
     clear_cache()
-    parallel = build_dataset(DataConfig(resolution=24, train_size=12, test_size=2, seed=3, num_workers=2), "train")
+    parallel = build_dataset(DataConfig(resolution=24, train_size=12, test_size=2, seed=3, num_workers=2,
+                                        cache_dir=str(tmp_path / "parallel")), "train")
     assert list(parallel["prompt"]) == list(serial["prompt"])
     assert all(np.array_equal(np.asarray(parallel[i]["image"]), np.asarray(serial[i]["image"])) for i in range(12))
 

@@ -185,7 +185,26 @@ def test_leaderboard_stage(tmp_path):
     from types import SimpleNamespace
 
     from hartkit.stages.leaderboard import run
+    from hartkit.utils.experiment_logger import NullLogger
+
+    class Tables(NullLogger):  # what the stage hands to the experiment tracker (W&B: a wandb.Table)
+        def __init__(self):
+            self.tables, self.images = {}, []
+
+        def log_table(self, key, frame):
+            self.tables[key] = frame
+
+        def log_image(self, key, path, caption=None, step=None):
+            self.images.append(key)
 
     _setup(tmp_path)
-    run(SimpleNamespace(results_dir=tmp_path))
+    logger = Tables()
+    run(SimpleNamespace(results_dir=tmp_path, logger=logger))
     assert (tmp_path / "leaderboard.md").exists() and (tmp_path / "leaderboard.csv").exists()
+    import pandas as pd
+
+    csv = pd.read_csv(tmp_path / "leaderboard.csv")
+    table = logger.tables["leaderboard"]
+    assert len(table) == int(csv["latest"].sum()) and table["latest"].all()
+    assert not table.isna().all().any()  # columns without any value are left out
+    assert logger.images and all(k.startswith("leaderboard_plots/") for k in logger.images)  # the plots

@@ -22,7 +22,7 @@ from hartkit.scaleout.sweep import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEPS = sorted((ROOT / "conf" / "sweep").glob("*.yaml"))
+SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
 EXPECTED = {"tokenizer_comparison.yaml", "codebook_scales.yaml", "generator_sampling.yaml"}
 
 
@@ -62,7 +62,7 @@ def test_codebook_sweep_builds_valid_tokenizers():
     """Every scale schedule of the sweep must end at the latent size; fail here, not in run 7 of 9."""
     from hartkit.tokenizers import build_tokenizer
 
-    path = ROOT / "conf" / "sweep" / "codebook_scales.yaml"
+    path = ROOT / "sweeps" / "codebook_scales.yaml"
     for _, composed in check_sweep(path):
         model = build_tokenizer(composed.tokenizer)
         model.check_image_size(composed.data.resolution)
@@ -71,7 +71,7 @@ def test_codebook_sweep_builds_valid_tokenizers():
 
 
 def test_agent_command_line_with_spaces_lists_and_plus_key():
-    cfg = load_sweep_config(ROOT / "conf" / "sweep" / "tokenizer_comparison.yaml")
+    cfg = load_sweep_config(ROOT / "sweeps" / "tokenizer_comparison.yaml")
     params = {
         "tokenizer": "continuous",
         "run_name": "cmp: continuous seed 0",  # spaces and a colon
@@ -100,14 +100,14 @@ def test_agent_command_line_with_spaces_lists_and_plus_key():
 
 def test_unquoted_comma_is_rejected_by_hydra():
     """Documented limit: Hydra reads a bare `a, b` as a list/sweep; the sweep value must quote it."""
-    cfg = load_sweep_config(ROOT / "conf" / "sweep" / "tokenizer_comparison.yaml")
+    cfg = load_sweep_config(ROOT / "sweeps" / "tokenizer_comparison.yaml")
     argv = agent_command(cfg, {"run_name": "a, b"})
     with pytest.raises(Exception, match="Ambiguous value"):
         compose_overrides(hydra_overrides(argv))
 
 
 def test_key_absent_from_config_fails_without_plus():
-    cfg = load_sweep_config(ROOT / "conf" / "sweep" / "tokenizer_comparison.yaml")
+    cfg = load_sweep_config(ROOT / "sweeps" / "tokenizer_comparison.yaml")
     argv = agent_command(cfg, {"tokenizer": "hybrid", "hydra.job.env_set.WANDB_NOTES": "x"})
     with pytest.raises(Exception, match="WANDB_NOTES"):
         compose_overrides(hydra_overrides(argv))
@@ -138,7 +138,7 @@ def test_broken_sweep_names_the_failing_run(tmp_path):
 
 def test_agent_command_line_parses_in_run_py(tmp_path):
     """The real entry point, as a subprocess with the agent's argv (Hydra prints the job config)."""
-    cfg = load_sweep_config(ROOT / "conf" / "sweep" / "codebook_scales.yaml")
+    cfg = load_sweep_config(ROOT / "sweeps" / "codebook_scales.yaml")
     params = {"tokenizer": "discrete", "tokenizer.quantizer.vocab_size": 256,
               "tokenizer.quantizer.patch_nums": [1, 2, 4, 8], "run_name": "codebook 256 x 4 scales"}
     argv = agent_command(cfg, params)
@@ -156,7 +156,7 @@ def test_agent_command_line_parses_in_run_py(tmp_path):
 def test_sweep_checker_cli(tmp_path, capsys):
     from hartkit.scaleout.sweep import main
 
-    assert main([str(ROOT / "conf" / "sweep" / "tokenizer_comparison.yaml")]) == 0
+    assert main([str(ROOT / "sweeps" / "tokenizer_comparison.yaml")]) == 0
     printed = capsys.readouterr().out
     assert "3 runs compose" in printed and "run.py tokenizer=hybrid" in printed
     bad = tmp_path / "bad.yaml"

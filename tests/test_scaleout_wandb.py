@@ -104,6 +104,6 @@ def test_sweep_metric_matches_logged_summary_key():
     fake.run = types.SimpleNamespace(summary=summary)
     fake.log_record({"stage": "recon_eval", "metrics": {"psnr": 1.0}, "protocol": {}})
     fake.log_record({"stage": "gen_eval", "metrics": {"fd_embedded": 2.0}, "protocol": {}})
-    for path in (Path(__file__).resolve().parents[1] / "conf" / "sweep").glob("*.yaml"):
+    for path in (Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"):
         metric = yaml.safe_load(path.read_text())["metric"]["name"]
         assert metric in summary, (path.name, metric)

@@ -164,15 +164,10 @@ def var_decoder_macs() -> dict[int, int]:
     """MACs of VAR's tokenizer decoder (post_quant_conv + decoder, 109 M tokenizer) per latent size, on meta.
 
     The only place ar_models builds a tokenizer: the efficiency table reports the whole pipeline's cost."""
-    from hydra import compose, initialize_config_dir
-
-    from hartkit.config import register_configs
+    from hartkit.configs import compose
     from hartkit.tokenizers import build_tokenizer
 
-    register_configs()
-    conf_dir = Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["tokenizer=var_256", "data.resolution=256"])
+    cfg = compose(["tokenizer=var_256", "data.resolution=256"])  # the checkout's conf/ or the installed copy
     with torch.device("meta"):
         tok = build_tokenizer(cfg.tokenizer)
     return {s: count_macs(lambda s=s: tok.decode_latent(torch.zeros(1, 32, s, s, device="meta"))) for s in (16, 32, 64)}

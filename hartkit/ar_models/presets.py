@@ -12,10 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from hartkit.ar_models.config import ARConfig
 
-CONF_AR = Path(__file__).resolve().parents[2] / "conf" / "ar"
 
+def load_preset(name: str, conf_dir: str | Path | None = None) -> DictConfig:
+    """``conf/ar/<name>.yaml`` of the checkout or of the installed package (``hartkit.configs``)."""
+    if conf_dir is None:
+        from hartkit.configs import conf_dir as hartkit_conf_dir
 
-def load_preset(name: str, conf_dir: str | Path = CONF_AR) -> DictConfig:
+        conf_dir = hartkit_conf_dir() / "ar"
     path = Path(conf_dir) / f"{name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in Path(conf_dir).glob("*.yaml"))

@@ -3,17 +3,28 @@
 Columns: image (PIL RGB, square, data.resolution), prompt (str), category (str),
 category_id (ClassLabel int). Generated datasets (synthscenes, photos) are
 rendered once and held as Arrow tables (PNG-encoded, lossless); file-backed
-ones (mjhq30k, imagefolder) keep file names and decode on access. Built
-datasets are cached in memory, keyed by the data config (and, when
-data.cache_dir is set, on disk), so a second call is instant.
+ones (mjhq30k, imagefolder) keep file names and decode on access.
+
+Generated splits are cached on disk, as `datasets` caches what it builds: under
+``<cache>/datasets/<name>-<split>-<hash of the data config>/`` (``save_to_disk``),
+where ``<cache>`` is ``data.cache_dir`` if set, else hartkit's cache
+(``hartkit.utils.cache``: ``paths.cache``, ``$HARTKIT_CACHE_DIR``, ``~/.cache/hartkit``).
+The first process (or rank) to need a split builds it under a file lock while
+the others wait, then every one of them memory-maps the same Arrow files. Built
+splits are also kept in memory, so a second call in a process is instant.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import io
 import logging
 import multiprocessing
-from collections import OrderedDict
+import shutil
+import uuid
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,17 +34,20 @@ from datasets import Image as ImageFeature
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from hartkit.data import imagefolder, mjhq, photos, synthscenes
+from hartkit.data import bundled_photos, imagefolder, mjhq, photos, synthscenes
+from hartkit.data import images as images_module
 from hartkit.data.config import DataConfig
 from hartkit.data.files import ImageStore, LazyImageTransform, check_images
 from hartkit.data.images import resize_filter
 from hartkit.errors import ConfigError
+from hartkit.utils.cache import cache_root
 from hartkit.utils.hashing import config_hash
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 DATASETS = ("synthscenes", "photos", "mjhq30k", "imagefolder")
+_GENERATED = ("synthscenes", "photos")
 # keys that do not change a dataset's content (left out of its cache key)
 _NON_CONTENT_KEYS = ("num_workers", "cache_dir")
 _MEMORY_CACHE: OrderedDict[str, Dataset] = OrderedDict()
@@ -71,8 +85,7 @@ def cache_key(cfg: DataConfig, split: str) -> str:
     return f"{cfg.name}-{split}-{config_hash(content, split, stamp)}"
 
 
-def build_dataset(data_cfg: Any, split: str = "train") -> Dataset:
-    """The `split` ("train" | "test") of the dataset named by data_cfg.name, as a `datasets.Dataset`."""
+def _checked(data_cfg: Any, split: str) -> DataConfig:
     cfg = as_data_config(data_cfg)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)}")
@@ -81,6 +94,15 @@ def build_dataset(data_cfg: Any, split: str = "train") -> Dataset:
     if cfg.resolution < 8:
         raise ConfigError(f"data.resolution must be at least 8 pixels, got {cfg.resolution}")
     resize_filter(cfg.resize_filter)  # fail early on a typo
+    size = cfg.train_size if split == "train" else cfg.test_size
+    if cfg.name in _GENERATED and size < 1:
+        raise ConfigError(f"data.{split}_size must be at least 1, got {size}")
+    return cfg
+
+
+def build_dataset(data_cfg: Any, split: str = "train") -> Dataset:
+    """The `split` ("train" | "test") of the dataset named by data_cfg.name, as a `datasets.Dataset`."""
+    cfg = _checked(data_cfg, split)
     if cfg.name == "mjhq30k" and split == "train":
         log.warning("MJHQ-30K has a single split: split 'train' uses the same images as 'test'")
         split = "test"  # same images, same cache entry: the files are checked once
@@ -93,6 +115,39 @@ def build_dataset(data_cfg: Any, split: str = "train") -> Dataset:
     while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
         _MEMORY_CACHE.popitem(last=False)
     return _fresh_view(ds)
+
+
+def category_counts(data_cfg: Any, split: str = "train") -> Counter:
+    """Images per category of a split. Generated datasets are counted from their category rule (synthscenes:
+    the main shape is ``SHAPES[i % 10]``; photos: photograph ``i % n`` of the split) without rendering."""
+    cfg = _checked(data_cfg, split)
+    if cfg.name in _GENERATED and not _on_disk(cfg, split):
+        size = cfg.train_size if split == "train" else cfg.test_size
+        return Counter(_generated_category(cfg, split, i) for i in range(size))
+    return Counter(build_dataset(cfg, split)["category"])
+
+
+def head(data_cfg: Any, split: str, n: int) -> Dataset:
+    """The first ``n`` items of a split. A generated split that is not built yet renders only these ``n``
+    (item i is a function of (seed, split, i), so they equal the full split's first ``n``)."""
+    cfg = _checked(data_cfg, split)
+    if cfg.name in _GENERATED and not _on_disk(cfg, split) and cache_key(cfg, split) not in _MEMORY_CACHE:
+        size = cfg.train_size if split == "train" else cfg.test_size
+        class_names = synthscenes.CATEGORIES if cfg.name == "synthscenes" else photos.PHOTO_CATEGORIES
+        return _render(cfg, split, min(n, size), class_names)
+    ds = build_dataset(cfg, split)
+    return ds.select(range(min(n, len(ds))))
+
+
+def _generated_category(cfg: DataConfig, split: str, index: int) -> str:
+    if cfg.name == "synthscenes":
+        return synthscenes.SHAPES[index % len(synthscenes.SHAPES)]
+    names = photos.SPLIT_PHOTOS[split]
+    return names[index % len(names)]
+
+
+def _on_disk(cfg: DataConfig, split: str) -> bool:
+    return (_disk_entry(cfg, split) / "dataset_info.json").is_file()
 
 
 def clear_cache() -> None:
@@ -132,14 +187,78 @@ class _SceneRenderer:
         return buf.getvalue(), prompt, category
 
 
+def disk_cache_dir(cfg: DataConfig) -> Path:
+    """Where built splits of this data config are saved: ``data.cache_dir``, else ``<hartkit cache>/datasets``."""
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else cache_root() / "datasets"
+
+
+@functools.cache
+def code_fingerprint(name: str) -> str:
+    """Hash of the code that renders a generated dataset (and the photographs it crops): a cached split on disk
+    is reused only while that code is unchanged."""
+    import skimage
+
+    modules = [synthscenes, photos, bundled_photos, images_module]
+    blobs = [Path(m.__file__).read_bytes() for m in modules] + [Path(__file__).read_bytes()]
+    return config_hash(name, [hashlib.sha256(b).hexdigest() for b in blobs], skimage.__version__, length=8)
+
+
+def _disk_entry(cfg: DataConfig, split: str) -> Path:
+    return disk_cache_dir(cfg) / f"{cache_key(cfg, split)}-{code_fingerprint(cfg.name)}"
+
+
+def _cached_on_disk(cfg: DataConfig, split: str, build: Callable[[], Dataset]) -> Dataset:
+    """Load the split from the disk cache, or build it there once (one process at a time, under a file lock)."""
+    from filelock import FileLock
+
+    final = _disk_entry(cfg, split)
+    folder = final.parent
+    if (final / "dataset_info.json").is_file():  # finished entries are renamed into place: no lock needed
+        return load_from_disk(str(final))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("cannot create the dataset cache %s (%s): building %s/%s in memory; set paths.cache or "
+                    "HARTKIT_CACHE_DIR to a writable folder", folder, exc, cfg.name, split)
+        return build()
+    with FileLock(str(final) + ".lock"):
+        if (final / "dataset_info.json").is_file():  # another process or rank built it while this one waited
+            log.info("loading %s/%s from %s (built by another process)", cfg.name, split, final)
+            return load_from_disk(str(final))
+        for stale in folder.glob(f".{final.name}.tmp-*"):  # left by a process killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
+        ds = build()
+        tmp = folder / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        with _quiet_datasets():
+            ds.save_to_disk(str(tmp))
+        shutil.rmtree(final, ignore_errors=True)  # an unfinished leftover (no dataset_info.json)
+        tmp.rename(final)
+        log.info("cached %s/%s at %s", cfg.name, split, final)
+    return load_from_disk(str(final))
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """No `datasets` progress bar for saving a split (hartkit's own bar already showed the rendering)."""
+    from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+
+    was_enabled = is_progress_bar_enabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            enable_progress_bars()
+
+
 def _generated(cfg: DataConfig, split: str, class_names: list[str]) -> Dataset:
     size = cfg.train_size if split == "train" else cfg.test_size
     if size < 1:
         raise ConfigError(f"data.{split}_size must be at least 1, got {size}")
-    disk = Path(cfg.cache_dir) / cache_key(cfg, split) if cfg.cache_dir else None
-    if disk is not None and (disk / "dataset_info.json").exists():
-        log.info("loading %s/%s from %s", cfg.name, split, disk)
-        return load_from_disk(str(disk))
+    return _cached_on_disk(cfg, split, lambda: _render(cfg, split, size, class_names))
+
+
+def _render(cfg: DataConfig, split: str, size: int, class_names: list[str]) -> Dataset:
     renderer = _SceneRenderer(cfg, split)
     bar = dict(total=size, desc=f"rendering {cfg.name}/{split}", unit="img", leave=False, disable=size < 200)
     if cfg.num_workers > 0 and size >= 4 * cfg.num_workers and "fork" in multiprocessing.get_all_start_methods():
@@ -155,11 +274,7 @@ def _generated(cfg: DataConfig, split: str, class_names: list[str]) -> Dataset:
         "category": [category for _, _, category in items],
         "category_id": [ids[category] for _, _, category in items],
     }
-    ds = Dataset.from_dict(columns, features=features(class_names))
-    if disk is not None:
-        ds.save_to_disk(str(disk))
-        log.info("cached %s/%s at %s", cfg.name, split, disk)
-    return ds
+    return Dataset.from_dict(columns, features=features(class_names))
 
 
 def _build_synthscenes(cfg: DataConfig, split: str) -> Dataset:

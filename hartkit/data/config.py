@@ -28,4 +28,4 @@ class DataConfig:
     resize_filter: str = "bicubic"  # PIL filter of the centre-crop + resize protocol (and photos crops)
     strict: bool = False  # raise on unreadable images instead of skipping them with a warning
     num_workers: int = 0  # DataLoader workers, and processes rendering generated datasets (same data)
-    cache_dir: Optional[str] = None  # generated datasets: save/load built splits here (None: memory only)
+    cache_dir: Optional[str] = None  # generated datasets: built splits are saved here (None: hartkit's cache)

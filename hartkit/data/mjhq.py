@@ -5,8 +5,9 @@
 
 meta_data.json is looked up, in order: data.captions; beside the zip / inside
 the folder; the folder's parent; inside the zip. Offline, point data.path at
-the local zip or folder. Only when data.path is unset are the two files
-fetched from the hub (data.hub_id) with huggingface_hub.
+the download folder (holding mjhq30k_imgs.zip: the zip is read), the zip or
+the unpacked folder. Only when data.path is unset are the two files fetched
+from the hub (data.hub_id) with huggingface_hub.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ MJHQ_CATEGORIES: list[str] = [
 IMAGES_ZIP = "mjhq30k_imgs.zip"
 META_FILE = "meta_data.json"
 
+# only the two files hartkit reads (the repository also holds ~9 GB of parquet shards hartkit does not use)
+DOWNLOAD_COMMAND = (f"hf download playgroundai/MJHQ-30K --repo-type dataset --include {IMAGES_ZIP} "
+                    f"--include {META_FILE} --local-dir /data/mjhq30k")
 _HOW_TO_GET = (
-    "Download it once on a machine with internet, e.g. "
-    "`huggingface-cli download playgroundai/MJHQ-30K --repo-type dataset --local-dir /data/mjhq30k` "
-    f"(gives {IMAGES_ZIP} and {META_FILE}), then run with data.path=/data/mjhq30k/{IMAGES_ZIP} "
-    "(or the unpacked folder), which works offline."
+    f"Download it once on a machine with internet: `{DOWNLOAD_COMMAND}` (huggingface_hub's `hf` command; "
+    f"fetches {IMAGES_ZIP} and {META_FILE} only), then run with data.path=/data/mjhq30k (the download "
+    f"folder; {IMAGES_ZIP} itself or its unpacked folder work too), which works offline."
 )
 
 
@@ -64,8 +67,10 @@ def locate(path: str | None, hub_id: str | None, meta_path: str | None) -> tuple
         if not root.exists():
             raise DatasetUnavailableError(
                 f"MJHQ-30K path {root} does not exist (set by config key data.path). "
-                f"Point data.path at the local {IMAGES_ZIP} or its unpacked folder. {_HOW_TO_GET}"
+                f"Point data.path at the download folder, the local {IMAGES_ZIP} or its unpacked folder. {_HOW_TO_GET}"
             )
+        if root.is_dir() and (root / IMAGES_ZIP).is_file():
+            root = root / IMAGES_ZIP  # the download folder: the zip, with meta_data.json beside it
     store = ImageStore(root)
     return store, _load_meta(store, meta_path)
 

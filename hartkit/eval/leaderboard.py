@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 # config keys that do not change what a run measures (left out of the config hash); the seed is kept
 # apart so that runs of one config under several seeds aggregate into one row
-RUN_ONLY_KEYS = ("run_name", "paths", "logger", "stages", "resume", "retrain", "device", "threads", "kernels", "seed")
+RUN_ONLY_KEYS = ("run_name", "paths", "logger", "stages", "resume", "retrain", "device", "threads", "kernels", "seed",
+                 "objective")
 
 # headline columns of the markdown tables (everything else stays in the CSV); preferred order
 TOKENIZER_COLUMNS = ["rfid", "rfd_embedded", "rfd_clip", "rfd_dinov2", "rkid", "rkid_embedded", "rkid_clip",

@@ -5,7 +5,7 @@ the sweep's ``command``. hartkit's sweep configs use ``${args_no_hyphens}``
 (``key=value``, which Hydra understands) instead of the default ``${args}``
 (``--key=value``, which Hydra rejects). ``agent_command`` rebuilds that command
 line with wandb's own expansion functions, so a sweep config can be checked
-(``python -m hartkit.scaleout.sweep conf/sweep/X.yaml``) before it burns runs.
+(``python -m hartkit.scaleout.sweep sweeps/X.yaml``) before it burns runs.
 """
 
 from __future__ import annotations
@@ -125,13 +125,16 @@ def compose_many(override_lists: list[list[str]], config_dir: str | os.PathLike 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from hartkit import configs
     from hartkit.config import register_configs
 
     register_configs()
-    config_dir = Path(config_dir or Path(__file__).resolve().parents[2] / "conf").resolve()
     GlobalHydra.instance().clear()
     composed = []
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+    # hartkit's own configs (checkout or installed package) unless a folder is given
+    init = (initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3")
+            if config_dir is not None else configs.initialize())
+    with init:
         for i, overrides in enumerate(override_lists):
             try:
                 composed.append(compose("config", overrides=list(overrides), return_hydra_config=True))
@@ -159,7 +162,7 @@ def check_sweep(path: str | os.PathLike, config_dir: str | os.PathLike | None = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print and check the command lines a W&B agent runs for a sweep config")
-    parser.add_argument("sweep_configs", nargs="+", help="e.g. conf/sweep/tokenizer_comparison.yaml")
+    parser.add_argument("sweep_configs", nargs="+", help="e.g. sweeps/tokenizer_comparison.yaml")
     args = parser.parse_args(argv)
     for path in args.sweep_configs:
         try:

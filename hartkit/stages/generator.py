@@ -15,6 +15,7 @@ Hands over ``ctx.state["generator"]`` (eval mode) and ``ctx.state["generator_dir
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -154,6 +155,8 @@ def run(ctx) -> None:
               "token_spec": {"kind": model.spec.kind, "patch_nums": list(model.spec.patch_nums),
                              "vocab_size": model.spec.vocab_size, "latent_channels": model.spec.latent_channels},
               "tokenizer": cfg.tokenizer.name}
+    if ctx.state.get("tokenizer_dir"):  # relative, so the artifacts folder can move: hartkit.load_generator finds it
+        config["tokenizer_dir"] = os.path.relpath(ctx.state["tokenizer_dir"], art)
     finish_artifact(art, result.model, config, {**result.summary, "git_commit": commit})
     ctx.state["generator"], ctx.state["generator_dir"] = result.model, art
     log.info("generator %s: finished %d steps -> %s%s", cfg.ar.name, result.step, art,

@@ -15,3 +15,21 @@ def run(ctx) -> None:
         return
     out = build_leaderboard(ctx.results_dir)  # logs each malformed record it skips, by file name
     log.info("leaderboard: %s (%d records, %d skipped)", out["markdown"], out["records"], len(out["skipped"]))
+    table = latest_rows(out["csv"])
+    if table is not None:
+        ctx.logger.log_table("leaderboard", table)
+    for path in out["plots"]:
+        ctx.logger.log_image(f"leaderboard_plots/{path.stem}", str(path))
+
+
+def latest_rows(csv_path):
+    """The leaderboard's current rows (newest run per config and seed), columns that hold a value: the table
+    logged to the experiment tracker (W&B). None when there are no records."""
+    import pandas as pd
+
+    frame = pd.read_csv(csv_path)
+    if frame.empty:
+        return None
+    if "latest" in frame:
+        frame = frame[frame["latest"].astype(bool)]
+    return frame.dropna(axis=1, how="all").reset_index(drop=True)

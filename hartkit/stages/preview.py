@@ -3,7 +3,10 @@
     python run.py stages=[preview] data=photos
 
 Writes <paths.artifacts>/preview/<dataset>-<resolution>.png and prints, per
-split, the number of images and the images per category.
+split, the number of images and the images per category. Only the images the
+grid shows are rendered: generated datasets are counted from their category
+rule (``hartkit.data.category_counts``) and the grid takes the split's first
+items (``hartkit.data.head``), unless the split is already built.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hartkit.data import SPLITS, build_dataset
+from hartkit.data import SPLITS, category_counts, head
 from hartkit.utils.distributed import is_main
 
 log = logging.getLogger(__name__)
@@ -24,12 +27,11 @@ log = logging.getLogger(__name__)
 DEFAULT_SAMPLES = 16
 
 
-def dataset_statistics(datasets: dict) -> str:
+def dataset_statistics(counts_by_split: dict[str, Counter]) -> str:
     """A plain-text table: images per split, and per category for each split."""
     lines = []
-    for split, ds in datasets.items():
-        counts = Counter(ds["category"])
-        lines.append(f"  {split}: {len(ds)} images, {len(counts)} categories")
+    for split, counts in counts_by_split.items():
+        lines.append(f"  {split}: {sum(counts.values())} images, {len(counts)} categories")
         width = max((len(c) for c in counts), default=0)
         lines += [f"    {c:<{width}}  {n}" for c, n in sorted(counts.items())]
     return "\n".join(lines)
@@ -70,15 +72,16 @@ def run(ctx) -> None:
     cfg = ctx.cfg
     data = cfg.data
     n_samples = int(OmegaConf.select(cfg, "preview_samples", default=DEFAULT_SAMPLES))
-    datasets = {split: build_dataset(data, split) for split in SPLITS}
-    stats = dataset_statistics(datasets)
+    counts = {split: category_counts(data, split) for split in SPLITS}
+    stats = dataset_statistics(counts)
     print(f"dataset {data.name} at {data.resolution} x {data.resolution} px\n{stats}", flush=True)
 
-    train = datasets["train"]
+    n_train = sum(counts["train"].values())
     path = Path(cfg.paths.artifacts) / "preview" / f"{data.name}-{data.resolution}.png"
     if is_main():
-        title = f"{data.name} (train, {len(train)} images, {data.resolution} px)"
-        save_grid(train, sample_indices(len(train), n_samples), path, title)
+        shown = head(data, "train", n_samples)  # renders only what the grid shows
+        title = f"{data.name} (train, {n_train} images, {data.resolution} px)"
+        save_grid(shown, sample_indices(len(shown), n_samples), path, title)
         log.info("preview grid written to %s", path)
         ctx.logger.log_image("preview", str(path), caption=f"{data.name} {data.resolution}px")
     ctx.state["preview_path"] = path
