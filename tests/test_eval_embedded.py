@@ -72,6 +72,7 @@ def test_prompt_accuracy_on_real_scenes_reads_every_object(scenes):
     assert acc.count == 60 and acc.skipped == 2
     for key in ("shape", "color", "size", "position", "main_shape", "main_color", "main_size", "main_position"):
         assert out[f"prompt_accuracy/{key}"] >= FLOOR_60, key
+    assert out["class_accuracy"] >= FLOOR_60
     # joint needs every object right in every attribute
     assert out["prompt_accuracy"] <= min(out[f"prompt_accuracy/{k}"] for k in ("shape", "color", "size")) + 1e-9
     per = acc.per_image()
@@ -138,6 +139,8 @@ def test_prompt_accuracy_judges_each_named_object_by_its_cell():
     res = acc.judge(x, ["a large red star at the bottom right and a small blue circle at the center" + bg])[0]
     assert (res["main_shape"], res["main_color"], res["main_size"], res["main_position"]) == (0, 0, 0, 0)
     assert res["shape"] == 0.5 and res["position"] == 0.5 and res["count"] == 1.0
+    # ... but a star is in the image, so the class-conditional score (the category is drawn somewhere) holds
+    assert res["class"] == 1.0
 
     # a third object that is not in the image: count is wrong
     res = acc.judge(x, [right.replace(bg, " and a small red star at the top right" + bg)])[0]
@@ -156,6 +159,18 @@ def test_prompt_accuracy_judges_each_named_object_by_its_cell():
     out = a.compute()
     assert a.count == 2 and a.skipped == 1
     assert out["prompt_accuracy/size"] == pytest.approx(0.5) and out["prompt_accuracy"] == pytest.approx(0.5)
+
+
+def test_class_accuracy_asks_only_for_the_main_shape_somewhere():
+    reader = _FakeReader({0: ("star", "red", "large"), 4: ("circle", "blue", "small")})
+    acc = PromptAccuracy(reader)
+    x = torch.zeros(3, 3, 64, 64)
+    prompts = ["a small green circle at the bottom left, on grass",  # circle present (elsewhere, other colour)
+               "a large red heart at the top left, on grass",  # no heart anywhere
+               "a medium white star at the center, on grass"]  # star present at another cell
+    assert [r["class"] for r in acc.judge(x, prompts)] == [1.0, 0.0, 1.0]
+    acc.update(x, prompts)
+    assert acc.compute()["class_accuracy"] == pytest.approx(2 / 3)
 
 
 def test_perturbed_captions_change_exactly_one_attribute_of_one_object():

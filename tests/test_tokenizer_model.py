@@ -174,3 +174,45 @@ def test_var_preset_key_layout_on_meta_device():
         assert tuple(sd[f"quantize.quant_resi.qresi_ls.{i}.weight"].shape) == (32, 32, 3, 3)
     assert "quantize.quant_resi.qresi_ls.4.weight" not in sd
     assert model.downsample == 16 and model.num_tokens == 680
+
+
+def test_patch_shortcut_alone_can_carry_the_image_exactly():
+    """With the deep paths silenced and the shortcut set to pixel (un)shuffle, the hybrid tokenizer's full decode
+    (discrete + residual = the latent) gives back the image: the linear patch path is wired around both nets."""
+    torch.manual_seed(0)
+    ae = {**TINY["autoencoder"], "z_channels": 12, "patch_shortcut": True}  # 2x2 patches x 3 colours = 12
+    model = build_tokenizer(OmegaConf.create({"kind": "hybrid", "autoencoder": ae, "quantizer": TINY["quantizer"]}))
+    model.eval()
+    unshuffle = torch.zeros(12, 3, 2, 2)  # output channel c*4 + i*2 + j reads colour c at (i, j), as pixel_unshuffle
+    for c in range(3):
+        for i in range(2):
+            for j in range(2):
+                unshuffle[c * 4 + i * 2 + j, c, i, j] = 1.0
+    identity3x3 = torch.zeros(12, 12, 3, 3)
+    identity3x3[range(12), range(12), 1, 1] = 1.0
+    with torch.no_grad():
+        for conv in (model.encoder.conv_out, model.decoder.conv_out):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        model.encoder.patch_in.weight.copy_(unshuffle)
+        model.encoder.patch_in.bias.zero_()
+        model.decoder.patch_out.weight.copy_(unshuffle)  # ConvTranspose2d weight is (in, out, k, k): the inverse map
+        model.decoder.patch_out.bias.zero_()
+        for conv in (model.quant_conv, model.post_quant_conv):
+            conv.weight.copy_(identity3x3)
+            conv.bias.zero_()
+        x = images(B=2, size=16)
+        assert torch.allclose(model.encode_latent(x), torch.nn.functional.pixel_unshuffle(x, 2), atol=1e-6)
+        recon = model.decode(model.encode(x), use_residual=True)
+    assert torch.allclose(recon, x, atol=1e-5)
+
+
+def test_patch_shortcut_is_off_in_vars_layout_and_adds_two_layers():
+    plain = tiny("discrete")
+    cfg = OmegaConf.create({"kind": "discrete", **TINY})
+    cfg.autoencoder.patch_shortcut = True
+    with_shortcut = build_tokenizer(cfg)
+    extra = set(with_shortcut.state_dict()) - set(plain.state_dict())
+    assert extra == {"encoder.patch_in.weight", "encoder.patch_in.bias", "decoder.patch_out.weight",
+                     "decoder.patch_out.bias"}
+    assert tuple(with_shortcut.encoder.patch_in.weight.shape) == (4, 3, 2, 2)  # f = 2 for ch_mult [1, 2]

@@ -56,10 +56,11 @@ RUN_ONLY_KEYS = ("run_name", "paths", "logger", "stages", "resume", "retrain", "
 
 # headline columns of the markdown tables (everything else stays in the CSV); preferred order
 TOKENIZER_COLUMNS = ["rfid", "rfd_embedded", "rfd_clip", "rfd_dinov2", "rkid", "rkid_embedded", "rkid_clip",
-                     "psnr", "ssim", "codebook_usage", "bits_per_image"]
+                     "psnr", "ssim", "prompt_accuracy", "prompt_accuracy/shape", "class_accuracy", "codebook_usage",
+                     "bits_per_image"]
 GENERATOR_COLUMNS = ["fid", "fd_embedded", "fd_clip", "fd_dinov2", "kid", "kid_embedded", "kid_clip", "clip_score",
                      "clip_score_embedded", "prompt_accuracy", "prompt_accuracy/shape", "prompt_accuracy/color",
-                     "latency_s", "throughput_img_s"]
+                     "prompt_accuracy/position", "class_accuracy", "latency_s", "throughput_img_s"]
 PRIMARY = ["rfid", "rfd_embedded", "rfd_clip", "fid", "fd_embedded", "fd_clip"]  # sort key (ascending)
 LOWER_IS_BETTER_PREFIXES = ("fid", "fd_", "rfid", "rfd_", "kid", "rkid", "latency")
 THROUGHPUT_KEYS = ["throughput_img_s", "throughput", "images_per_s", "img_per_s"]

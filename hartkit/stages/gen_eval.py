@@ -206,7 +206,7 @@ def run(ctx) -> None:
              ", ".join(f"{k}={all_metrics[k]:.4g}" for k in keys))
 
 
-PROMPT_METRICS = ("clip_score", "prompt_accuracy")
+PROMPT_METRICS = ("clip_score", "prompt_accuracy", "class_accuracy")
 
 
 def _score(cfg, device, reference_from, images_uint8, prompts, categories, n_boot, n_boot_fd, keep):

@@ -107,6 +107,8 @@ def score_reconstruction(model, loader, eval_cfg, device, baselines=(), heldout=
     paths = decode_paths(model.kind)
     scorers = {suffix: ReconstructionMetrics(eval_cfg, device) for suffix, _ in paths}
     base_scorers = {b.name: ReconstructionMetrics(eval_cfg, device) for b in baselines}
+    # prompt accuracy of the reconstructions: the most a generator of these tokens can score (its ceiling)
+    judges = _prompt_judges(eval_cfg, [suffix for suffix, _ in paths] + [b.name for b in baselines], device)
     K = len(model.patch_nums)
     hits = torch.zeros(K, max(model.vocab_size, 1), dtype=torch.float64, device=device)
     count = 0
@@ -122,10 +124,14 @@ def score_reconstruction(model, loader, eval_cfg, device, baselines=(), heldout=
         for suffix, use_residual in paths:
             recon = ((model.decode(tokens, use_residual=use_residual).float() + 1) / 2).clamp(0, 1)
             scorers[suffix].update(x01, recon, feats)
+            if judges:
+                judges[suffix].update(recon, list(batch["prompt"]))
             rows.append((path_names[suffix], recon[:grid_images]))
         for b in baselines:
             recon = b(x01)
             base_scorers[b.name].update(x01, recon, feats)
+            if judges:
+                judges[b.name].update(recon, list(batch["prompt"]))
             rows.append((b.name.removeprefix("baseline: "), recon[:grid_images]))
         if not grid_rows:
             grid_rows = [(name, imgs.cpu()) for name, imgs in rows]
@@ -145,6 +151,11 @@ def score_reconstruction(model, loader, eval_cfg, device, baselines=(), heldout=
         if n_boot:
             for name, ci in scorers[suffix].intervals(n_boot, n_boot_fd).items():
                 intervals[f"{name}{suffix}"] = ci
+        if judges:
+            for name, (value, ci) in _prompt_scores(judges[suffix], n_boot).items():
+                metrics[f"{name}{suffix}"] = value
+                if ci is not None:
+                    intervals[f"{name}{suffix}"] = ci
     if model.vocab_size > 0:
         metrics.update(usage_stats(hits.cpu()))
     metrics["tokens_per_image"] = float(model.num_tokens)
@@ -152,7 +163,13 @@ def score_reconstruction(model, loader, eval_cfg, device, baselines=(), heldout=
     base_results = {}
     for b in baselines:
         sc = base_scorers[b.name]
-        base_results[b.name] = (b, sc.compute(), sc.intervals(n_boot, n_boot_fd) if n_boot else {})
+        m, ci = sc.compute(), sc.intervals(n_boot, n_boot_fd) if n_boot else {}
+        if judges:
+            for name, (value, interval) in _prompt_scores(judges[b.name], n_boot).items():
+                m[name] = value
+                if interval is not None:
+                    ci[name] = interval
+        base_results[b.name] = (b, m, ci)
     # noise floor: other real images of the protocol against the scored ones (features only)
     noise: dict = {}
     gathered = scorers[""]._gathered()
@@ -172,6 +189,37 @@ def score_reconstruction(model, loader, eval_cfg, device, baselines=(), heldout=
         noise["r" + kid_name(name)] = KID(ref)(other)
         noise.update(num_images=int(len(other)), sets=desc)
     return ReconResult(metrics, scorers[""].protocol_fields(), intervals, base_results, noise, grid_rows)
+
+
+# of the prompt metrics, the ones a reconstruction record keeps (the generation ceilings that matter most)
+RECON_PROMPT_METRICS = ("prompt_accuracy", "prompt_accuracy/shape", "prompt_accuracy/color",
+                        "prompt_accuracy/position", "prompt_accuracy/size", "class_accuracy")
+
+
+def _prompt_judges(eval_cfg, names: list[str], device) -> dict | None:
+    """One PromptAccuracy per decode path / baseline when the protocol scores prompts, else None."""
+    get = (lambda k, d: eval_cfg.get(k, d)) if hasattr(eval_cfg, "get") else (lambda k, d: getattr(eval_cfg, k, d))
+    if not get("prompt_accuracy", False) or dist_utils.is_dist():
+        return None  # per-image prompt scores are not gathered over ranks here
+    from hartkit.eval.embedded import get_embedded_evaluator
+    from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
+
+    evaluator = get_embedded_evaluator(get("embedded_weights", None), device)
+    return {name: PromptAccuracy(evaluator) for name in names}
+
+
+def _prompt_scores(judge, n_boot: int) -> dict[str, tuple[float, list[float] | None]]:
+    """{metric: (mean, 95% interval or None)} for RECON_PROMPT_METRICS; empty when no prompt followed the grammar."""
+    from hartkit.eval.intervals import bootstrap_mean
+
+    if judge.count == 0:
+        return {}
+    per = judge.per_image()
+    out = {}
+    for name in RECON_PROMPT_METRICS:
+        values = per[name]
+        out[name] = (float(values.mean()), list(bootstrap_mean(values, n_boot)) if n_boot else None)
+    return out
 
 
 @torch.no_grad()
@@ -271,6 +319,7 @@ def run(ctx) -> None:
         grid = Path(ctx.results_dir) / "grids" / f"recon_eval-{_safe(cfg.tokenizer.name)}-{_safe(cfg.data.name)}.png"
         save_labelled_rows(res.grid_rows, grid, title=f"{cfg.tokenizer.name} on {cfg.data.name}/test: reconstructions")
         log.info("reconstruction grid: %s", grid)
+        ctx.logger.log_image("recon_eval/reconstructions", str(grid), caption=", ".join(r[0] for r in res.grid_rows))
     ctx.state["recon_metrics"] = metrics
     log.info("reconstruction of %s on %s/test (%d images, %d px):\n%s\n%s", cfg.tokenizer.name, cfg.data.name, n,
              cfg.data.resolution, format_table(metrics, model.kind), format_comparison(rows, res.noise_floor))

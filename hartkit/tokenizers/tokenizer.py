@@ -71,7 +71,7 @@ class MultiScaleTokenizer(nn.Module):
         moments = 2 * C if kind == "continuous" else C  # continuous: mean and log-variance
         common = dict(ch=ae["ch"], ch_mult=ae["ch_mult"], attn_levels=ae.get("attn_levels", ()),
                       mid_attn=ae.get("mid_attn", True), dropout=ae.get("dropout", 0.0),
-                      norm_groups=ae.get("norm_groups", 32))
+                      norm_groups=ae.get("norm_groups", 32), patch_shortcut=ae.get("patch_shortcut", False))
         self.encoder = Encoder(num_res_blocks=ae["num_res_blocks"], out_channels=moments, **common)
         self.quant_conv = nn.Conv2d(moments, moments, 3, padding=1)
         if kind == "continuous":

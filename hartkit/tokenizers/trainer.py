@@ -7,7 +7,6 @@ continues with ``resume=True`` at the same step and data position.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -31,6 +30,7 @@ from hartkit.engine import (
     warmup_cosine_schedule,
     wrap_ddp,
 )
+from hartkit.engine.precision import autocast_for, describe_precision
 from hartkit.engine.rng import reseed
 from hartkit.tokenizers.grid import save_reconstruction_grid
 from hartkit.tokenizers.losses import (
@@ -53,12 +53,6 @@ class TrainResult:
     finished: bool  # reached train.steps (False when stopped early by ``stop_after``)
     summary: dict[str, Any] = field(default_factory=dict)
     grid_path: Path | None = None
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _preview_batch(dataset: Dataset, n: int) -> torch.Tensor:
@@ -127,6 +121,7 @@ def train_tokenizer(model: MultiScaleTokenizer, dataset: Dataset, tok_cfg, out_d
                   schedulers={"sched": sched}, extra=extra)
 
     accum = int(tcfg.grad_accum)
+    log.info("tokenizer training precision: %s", describe_precision(device, tcfg.amp, tcfg.cpu_amp))
     ddp_model.train()
     step = start
     t0 = time.perf_counter()
@@ -150,7 +145,7 @@ def train_tokenizer(model: MultiScaleTokenizer, dataset: Dataset, tok_cfg, out_d
         for j, micro in enumerate(micro_batches):
             img = micro.to(device, non_blocking=True)
             is_last = j == len(micro_batches) - 1
-            with sync_only_on_last(ddp_model, is_last), _autocast(device, tcfg.amp):
+            with sync_only_on_last(ddp_model, is_last), autocast_for(device, tcfg.amp, tcfg.cpu_amp):
                 out = ddp_model(img)
                 rec = reconstruction_loss(out.recon, img, tcfg.l1_weight, tcfg.l2_weight)
                 if lpips is not None:
@@ -165,7 +160,7 @@ def train_tokenizer(model: MultiScaleTokenizer, dataset: Dataset, tok_cfg, out_d
             check_finite(loss, step)  # NonFiniteLossError names the step; the last checkpoint stays
             (loss / accum).backward()
             if gan_on:
-                with sync_only_on_last(disc, is_last), _autocast(device, tcfg.amp):
+                with sync_only_on_last(disc, is_last), autocast_for(device, tcfg.amp, tcfg.cpu_amp):
                     d_loss = hinge_d_loss(disc(img), disc(out.recon.detach()))
                 (d_loss / accum).backward()
             for name, value in (("loss", loss), ("rec", rec), ("aux", out.aux_loss)):

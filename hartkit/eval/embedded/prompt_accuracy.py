@@ -20,8 +20,12 @@ Per image, each attribute's score is the fraction of the prompt's objects it
 gets right; ``prompt_accuracy`` (joint) is 1 when every named object is right
 in all four attributes, else 0; ``main_*`` judge the first-named (main) object
 only; ``count`` is 1 when the number of cells read as occupied equals the
-number of objects named. Each reported number is the mean of its per-image
-score over the images (``per_image`` gives those scores, for intervals).
+number of objects named; ``class_accuracy`` is 1 when some cell read as
+occupied shows the main object's shape (the image's category), wherever it is:
+the score of the class-conditional protocol (``ar.condition=class``, as VAR's
+ImageNet protocol), where the model is given only the category. Each reported
+number is the mean of its per-image score over the images (``per_image``
+gives those scores, for intervals).
 Prompts that do not follow the synthscenes grammar (e.g. MJHQ prompts) are
 counted as ``skipped``, never as wrong.
 """
@@ -36,17 +40,20 @@ from hartkit.data.synthscenes import COLORS, POSITIONS, SHAPES, SIZES, parse_cap
 # per-image scores, in this order in state()
 SCORES: tuple[str, ...] = (
     "joint", "shape", "color", "size", "position", "count",
-    "main_shape", "main_color", "main_size", "main_position",
+    "main_shape", "main_color", "main_size", "main_position", "class",
 )  # fmt: skip
 
 PROTOCOL = ("embedded cell reader (per 3x3 grid cell: occupied, shape, colour, size, each an argmax of its own "
             "softmax); per named object: shape/color/size right if its cell is occupied (p > 0.5) and the argmax "
             "matches; position right if the cell most like the named colour+shape is the named cell; per image: "
             "fraction of named objects right per attribute, joint = all named objects right in all four; "
-            "main_* = first-named object only; count = occupied cells == objects named; mean over images")
+            "main_* = first-named object only; count = occupied cells == objects named; class_accuracy = some "
+            "occupied cell shows the main object's shape; mean over images")
 
 
 def _metric_name(score: str) -> str:
+    if score == "class":
+        return "class_accuracy"
     return "prompt_accuracy" if score == "joint" else f"prompt_accuracy/{score}"
 
 
@@ -101,6 +108,9 @@ class PromptAccuracy:
             scores["joint"] = float(all(j[a] for j in judged for a in attrs))
             scores["count"] = float(int((occupied[row] > 0.5).sum()) == len(objs))
             scores.update({f"main_{a}": float(judged[0][a]) for a in attrs})
+            main_shape = self.shapes.index(objs[0]["shape"])
+            read_shapes = shape_p[row].argmax(dim=-1)  # per cell
+            scores["class"] = float(bool(((occupied[row] > 0.5) & (read_shapes == main_shape)).any()))
             out[i] = {**scores, "objects": judged}
         return out
 
