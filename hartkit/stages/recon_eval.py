@@ -86,8 +86,9 @@ class ReconResult:
 
 
 def _resamples(eval_cfg) -> tuple[int, int]:
-    get = (lambda k, d: eval_cfg.get(k, d)) if hasattr(eval_cfg, "get") else (lambda k, d: getattr(eval_cfg, k, d))
-    return int(get("bootstrap", 1000) or 0), int(get("bootstrap_fd", 200) or 0)
+    from hartkit.eval.reconstruction import _get
+
+    return int(_get(eval_cfg, "bootstrap", 1000) or 0), int(_get(eval_cfg, "bootstrap_fd", 200) or 0)
 
 
 @torch.no_grad()
@@ -198,13 +199,14 @@ RECON_PROMPT_METRICS = ("prompt_accuracy", "prompt_accuracy/shape", "prompt_accu
 
 def _prompt_judges(eval_cfg, names: list[str], device) -> dict | None:
     """One PromptAccuracy per decode path / baseline when the protocol scores prompts, else None."""
-    get = (lambda k, d: eval_cfg.get(k, d)) if hasattr(eval_cfg, "get") else (lambda k, d: getattr(eval_cfg, k, d))
-    if not get("prompt_accuracy", False) or dist_utils.is_dist():
+    from hartkit.eval.reconstruction import _get
+
+    if not _get(eval_cfg, "prompt_accuracy", False) or dist_utils.is_dist():
         return None  # per-image prompt scores are not gathered over ranks here
     from hartkit.eval.embedded import get_embedded_evaluator
     from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 
-    evaluator = get_embedded_evaluator(get("embedded_weights", None), device)
+    evaluator = get_embedded_evaluator(_get(eval_cfg, "embedded_weights"), device)
     return {name: PromptAccuracy(evaluator) for name in names}
 
 
