@@ -22,9 +22,15 @@ import tempfile
 # (measured: 5x slower steps under load); must be set before torch is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from hartkit.config import register_configs  # noqa: E402
+from hartkit.configs import hydra_config_path  # noqa: E402
 from hartkit.errors import is_user_error  # noqa: E402
+from hartkit.pipeline import objective_value, run_pipeline  # noqa: E402
+from hartkit.scaleout.launch import export_submitit_task_env  # noqa: E402
+from hartkit.utils.logging import setup_logging  # noqa: E402
 
 log = logging.getLogger("hartkit")
 
@@ -48,10 +54,6 @@ def run_job(cfg: DictConfig) -> float | None:
     A user error (bad config value, missing file) prints one line and exits with code 2
     (``HYDRA_FULL_ERROR=1`` keeps the traceback); any other exception keeps its traceback.
     """
-    from hartkit.pipeline import objective_value, run_pipeline
-    from hartkit.scaleout.launch import export_submitit_task_env
-    from hartkit.utils.logging import setup_logging
-
     setup_logging()
     export_submitit_task_env()  # tasks of one submitit/SLURM job join one DDP group, as under torchrun
     try:
@@ -66,11 +68,6 @@ def run_job(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point: Hydra parses ``sys.argv`` (overrides, ``-m``, ``--cfg job``, ``--help``)."""
-    import hydra
-
-    from hartkit.config import register_configs
-    from hartkit.configs import hydra_config_path
-
     register_configs()
     only_rank_zero_writes_hydra_files(sys.argv)
     hydra.main(version_base="1.3", config_path=hydra_config_path(), config_name="config")(run_job)()

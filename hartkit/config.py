@@ -64,3 +64,6 @@ class Config:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="hartkit_schema", node=Config)
+    from hartkit.tokenizers.quantizers import store_schemas  # tokenizer/quantizer=fsq|lfq|bsq|...: their keys
+
+    store_schemas(cs)

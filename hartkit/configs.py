@@ -56,6 +56,8 @@ def hydra_config_path() -> str:
 @contextlib.contextmanager
 def initialize(job_name: str = "hartkit") -> Iterator[None]:
     """Hydra's compose API over hartkit's configs (schema registered), wherever they are."""
+    # heavy, so not at the top: Hydra, and the schema (hartkit.config loads every package's config and the
+    # datasets library); callers of conf_dir() alone (ar_models.presets, the wheel check) need neither
     from hydra import initialize_config_dir, initialize_config_module
 
     from hartkit.config import register_configs
@@ -73,7 +75,7 @@ def initialize(job_name: str = "hartkit") -> Iterator[None]:
 
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False):
     """hartkit's composed config with these overrides (a fresh Hydra initialisation; no job is run)."""
-    from hydra import compose as hydra_compose
+    from hydra import compose as hydra_compose  # heavy: see initialize()
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()

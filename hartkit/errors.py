@@ -22,5 +22,10 @@ class ConfigError(UserError, ValueError):
     and what to set instead."""
 
 
+class CheckpointMismatchError(RuntimeError):
+    """Checkpoint keys or shapes do not match the model (no partial load happens). A bug or a wrong file, so not
+    a UserError by itself; loaders that know the file came from the user mix in ConfigError."""
+
+
 def is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, (UserError, *ENVIRONMENT_ERRORS))

@@ -24,9 +24,12 @@ from typing import Any
 import torch
 from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
+from hartkit.ar_models.config import ARConfig
+from hartkit.ar_models.model import ScaleAR, TokenSpec
+from hartkit.ar_models.sampling import generate_in_batches
 from hartkit.errors import ConfigError
 from hartkit.tokenizers.checkpoint import build_tokenizer, load_state_dict_checked, tokenizer_config
 from hartkit.tokenizers.tokens import Tokens
@@ -189,9 +192,6 @@ class Generator(nn.Module, PyTorchModelHubMixin, tags=["hartkit", "text-to-image
     ``config`` = ``{"ar": <ar config subtree>, "tokenizer": <tokenizer config subtree>}``."""
 
     def __init__(self, config: dict, tokenizer: Tokenizer | None = None):
-        from hartkit.ar_models.config import ARConfig
-        from hartkit.ar_models.model import ScaleAR, TokenSpec
-
         super().__init__()
         self.tokenizer = tokenizer if tokenizer is not None else Tokenizer(config["tokenizer"])
         self.ar_config = OmegaConf.merge(OmegaConf.structured(ARConfig), config["ar"])
@@ -215,8 +215,6 @@ class Generator(nn.Module, PyTorchModelHubMixin, tags=["hartkit", "text-to-image
 
         Unset settings come from the generator's ``ar.sampling`` config (the values gen_eval used); the same
         ``seed`` gives the same images."""
-        from hartkit.ar_models.sampling import generate_in_batches
-
         s = self.ar_config.sampling
         if self.condition == "class":
             cond = torch.as_tensor(prompts, dtype=torch.long).to(self.device)
@@ -271,8 +269,6 @@ class Generator(nn.Module, PyTorchModelHubMixin, tags=["hartkit", "text-to-image
 
 
 def _load_strict(model: nn.Module, weights: str) -> None:
-    from safetensors.torch import load_model
-
     missing, unexpected = load_model(model, weights, strict=False)  # as hartkit's artifacts load (shared tensors)
     if missing or unexpected:
         raise RuntimeError(f"{weights} does not match the generator built from its config (nothing usable was "

@@ -18,12 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hartkit.engine.rng import reseed
 from hartkit.errors import UserError
 from hartkit.kernels import set_backend as set_kernel_backend
 from hartkit.records import ResultRecord, new_run_id, write_record
+from hartkit.scaleout.sweep import compose_overrides
+from hartkit.tokenizers.pretrained import uses_pretrained
 from hartkit.utils import distributed as dist_utils
 from hartkit.utils.cache import set_cache_root
 from hartkit.utils.env import git_commit, hardware_info, resolve_device
@@ -57,18 +63,21 @@ ARTIFACT_IGNORED: dict[str, tuple[str, ...]] = {
     "generator": (*_TOKENIZER_IGNORED, "ar.sampling", "ar.train.grad_accum", "ar.train.log_every",
                   "ar.train.grid_every", "ar.train.grid_size", "ar.train.checkpoint_every"),
 }
+# keys added after artifacts existed: hashed only when set, so unset they keep older artifacts' folders
+ARTIFACT_HASHED_WHEN_SET: tuple[str, ...] = ("ar.checkpoint", "data.mid_reso")
 
 
 def artifact_dir(cfg: DictConfig, artifact: str) -> Path:
     """Folder of an artifact ('tokenizer', 'generator') of the run configured by ``cfg``, named by its config hash."""
     relevant = OmegaConf.masked_copy(cfg, list(ARTIFACT_DEPENDENCIES[artifact]))
     relevant = OmegaConf.to_container(relevant, resolve=True)
-    for dotted in ARTIFACT_IGNORED.get(artifact, ()):
+    for dotted in (*ARTIFACT_IGNORED.get(artifact, ()), *ARTIFACT_HASHED_WHEN_SET):
         *parents, leaf = dotted.split(".")
         node = relevant
         for p in parents:
             node = node.get(p, {})
-        node.pop(leaf, None)
+        if dotted not in ARTIFACT_HASHED_WHEN_SET or node.get(leaf) is None:
+            node.pop(leaf, None)
     name = cfg.tokenizer.name if artifact == "tokenizer" else f"{cfg.tokenizer.name}-{cfg.ar.name}"
     return Path(cfg.paths.artifacts) / artifact / f"{name}-{config_hash(relevant)}"
 
@@ -76,12 +85,8 @@ def artifact_dir(cfg: DictConfig, artifact: str) -> Path:
 def compose_run_config(overrides: list[str]) -> DictConfig:
     """hartkit's config with these overrides: inside a running ``run.py`` job through Hydra's own loader
     (the same search path as the job), elsewhere (tests, scripts) through a fresh initialisation."""
-    from hydra import compose
-    from hydra.core.global_hydra import GlobalHydra
-
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="config", overrides=overrides)
-    from hartkit.scaleout.sweep import compose_overrides
 
     return compose_overrides(overrides)
 
@@ -151,8 +156,9 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
     run_id = dist_utils.broadcast_object(cfg.run_name or new_run_id())
     if OmegaConf.select(cfg, "paths.cache"):
         set_cache_root(cfg.paths.cache)
+    used, others = wandb_id_folders(cfg)
     logger = build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), run_name=cfg.run_name,
-                          resume=bool(cfg.resume), group=multirun_group())
+                          resume=bool(cfg.resume), group=multirun_group(), artifact_dirs=used, resume_dirs=others)
     ctx = RunContext(cfg=cfg, device=device, run_id=run_id, logger=logger)
     stage_fns = [(name, load_stage(name)) for name in cfg.stages]  # fail before any work on a typo
     log.info("run %s on %s: stages %s", run_id, device, list(cfg.stages))
@@ -170,11 +176,27 @@ def run_pipeline(cfg: DictConfig) -> RunContext:
     return ctx
 
 
+# the artifact each stage trains or scores: the W&B run id of a run is kept in those it uses
+_STAGE_ARTIFACT = {"tokenizer": "tokenizer", "recon_eval": "tokenizer", "generator": "generator",
+                   "gen_eval": "generator"}
+
+
+def wandb_id_folders(cfg: DictConfig) -> tuple[list[Path], list[Path]]:
+    """(artifact folders this run trains or scores, the experiment's other artifact folders): where the W&B run
+    id is kept and where ``resume=true`` looks for it (``build_logger``). A pretrained tokenizer has none."""
+    if OmegaConf.select(cfg, "logger.name") != "wandb":
+        return [], []
+
+    folders = {"generator": artifact_dir(cfg, "generator")}
+    if not uses_pretrained(cfg.tokenizer):
+        folders["tokenizer"] = artifact_dir(cfg, "tokenizer")
+    wanted = {_STAGE_ARTIFACT[stage] for stage in cfg.stages if stage in _STAGE_ARTIFACT}
+    used = [folder for name, folder in folders.items() if name in wanted]
+    return used, [folder for folder in folders.values() if folder not in used]
+
+
 def multirun_group() -> str | None:
     """The W&B group of a Hydra multirun job: its sweep folder, which every job of the sweep shares."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()

@@ -49,7 +49,7 @@ timeout 300 python -m hartkit.kernels.bench all --out "$OUT/kernels.md" 2>&1 | t
 
 echo "== end to end: HART-0.7B training step and sampling, kernels=triton vs kernels=torch"
 # writes its report after each resolution, so a timeout still leaves the 512 px rows
-timeout 180 python -m hartkit.ar_models.bench_kernels --resolutions 512 1024 --out "$OUT/end_to_end.md" 2>&1 \
+timeout 180 python -m hartkit.tools.bench_kernels --resolutions 512 1024 --out "$OUT/end_to_end.md" 2>&1 \
   | tee "$OUT/end_to_end.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 

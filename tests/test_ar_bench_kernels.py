@@ -1,4 +1,4 @@
-"""The end-to-end kernel benchmark (hartkit.ar_models.bench_kernels): its CPU smoke mode and its report."""
+"""The end-to-end kernel benchmark (hartkit.tools.bench_kernels): its CPU smoke mode and its report."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from hartkit.ar_models import bench_kernels as bk
 from hartkit.kernels import get_backend
+from hartkit.tools import bench_kernels as bk
 
 
 def test_smoke_runs_torch_only_and_writes_report(tmp_path, capsys):

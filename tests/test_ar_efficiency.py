@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 
 from hartkit.ar_models.config import ARConfig
 from hartkit.ar_models.efficiency import count_macs, generation_macs, simulate_sampling, steps_of
-from hartkit.ar_models.fake_tokenizer import FakeMultiScaleTokenizer
 from hartkit.ar_models.model import ScaleAR, TokenSpec
+from hartkit.tokenizers.fake import FakeMultiScaleTokenizer
 
 
 def small(kind: str, **over) -> ScaleAR:

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from hartkit.ar_models.config import ARConfig
-from hartkit.ar_models.fake_tokenizer import FakeMultiScaleTokenizer
 from hartkit.ar_models.model import (
     ScaleAR,
     TokenBatch,
@@ -22,6 +21,8 @@ from hartkit.ar_models.model import (
 )
 from hartkit.ar_models.token_cache import encode_dataset, to_token_batch
 from hartkit.tokenizers import Tokens, build_tokenizer
+from hartkit.tokenizers.fake import FakeMultiScaleTokenizer
+from hartkit.tokenizers.protocol import teacher_forcing_input
 
 PROMPTS = ["a red circle", "two green squares", "", "a small yellow triangle"]
 EPS32 = torch.finfo(torch.float32).eps  # bounds the relative error of one float32 operation (unit roundoff eps/2)
@@ -233,7 +234,7 @@ def _position_batch(tok, B=4):
     L = tokens.num_tokens
     flat = lambda m: m.flatten(2).transpose(1, 2)
     hybrid = tok.kind == "hybrid"
-    return TokenBatch(cond=PROMPTS[:B], x_in=tok.teacher_forcing_input(tokens),
+    return TokenBatch(cond=PROMPTS[:B], x_in=teacher_forcing_input(tok, tokens),
                       idx=torch.arange(L).expand(B, -1).clone(),
                       residual=flat(tokens.residual) if hybrid else None,
                       code_emb=tok.code_embedding(tokens.indices[-1]) if hybrid else None,

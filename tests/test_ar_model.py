@@ -8,9 +8,10 @@ from omegaconf import OmegaConf
 
 from hartkit.ar_models.conditioning import dropout_mask
 from hartkit.ar_models.config import ARConfig
-from hartkit.ar_models.fake_tokenizer import FakeMultiScaleTokenizer
 from hartkit.ar_models.model import ScaleAR, TokenBatch, TokenSpec
 from hartkit.ar_models.sampling import filter_logits, generate_tokens
+from hartkit.tokenizers.fake import FakeMultiScaleTokenizer
+from hartkit.tokenizers.protocol import teacher_forcing_input
 
 PROMPTS = ["a red circle on a blue background", "two green squares", "", "a small yellow triangle"]
 
@@ -53,7 +54,7 @@ def cond_inputs(model, n=4):
 def test_kv_cache_logits_match_masked_forward(pos, condition):
     model, tok = build(pos=pos, condition=condition, norm="rmsnorm" if pos == "rope2d" else "layernorm")
     tokens = tok.encode(torch.rand(4, 3, 16, 16) * 2 - 1)
-    x_in = tok.teacher_forcing_input(tokens)
+    x_in = teacher_forcing_input(tok, tokens)
     with torch.no_grad():
         h = model(model.condition(cond_inputs(model)), x_in)
         ref_logits = model.head(h)
@@ -68,7 +69,7 @@ def test_kv_cache_logits_match_masked_forward(pos, condition):
 def test_kv_cache_hidden_states_match_for_diffusion_kinds(kind):
     model, tok = build(kind=kind)
     tokens = tok.encode(torch.rand(2, 3, 16, 16) * 2 - 1)
-    x_in = tok.teacher_forcing_input(tokens)
+    x_in = teacher_forcing_input(tok, tokens)
     cond = model.condition(PROMPTS[:2])
     with torch.no_grad():
         h = model(cond, x_in)
@@ -162,7 +163,7 @@ def test_every_kind_trains_a_step_and_samples(kind):
     last = tokens.patch_nums[-1]
     batch = TokenBatch(
         cond=PROMPTS,
-        x_in=tok.teacher_forcing_input(tokens),
+        x_in=teacher_forcing_input(tok, tokens),
         idx=tokens.flat_indices() if tokens.indices is not None else None,
         cont=torch.cat([s.flatten(2).transpose(1, 2) for s in tokens.scales], 1) if tokens.scales else None,
         residual=tokens.residual.flatten(2).transpose(1, 2) if tokens.residual is not None else None,

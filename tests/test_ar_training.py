@@ -7,10 +7,10 @@ import torch
 from omegaconf import OmegaConf
 
 from hartkit.ar_models.config import ARConfig
-from hartkit.ar_models.fake_tokenizer import FakeMultiScaleTokenizer
 from hartkit.ar_models.model import ScaleAR, TokenSpec
 from hartkit.ar_models.token_cache import encode_dataset, load_cache, save_cache
 from hartkit.ar_models.trainer import train_generator
+from hartkit.tokenizers.fake import FakeMultiScaleTokenizer
 
 WORDS = ["red circle", "blue square", "green star", "white cross"]
 

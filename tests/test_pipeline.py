@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from hartkit import pipeline
-from hartkit.pipeline import RunContext, StageError, run_pipeline
+from hartkit.pipeline import RunContext, StageError, artifact_dir, run_pipeline
 
 
 def test_unknown_stage_fails_before_any_stage_runs(compose_cfg, monkeypatch, tmp_path):
@@ -45,3 +46,9 @@ def test_artifacts_depend_only_on_what_changes_their_weights(compose_cfg):
     assert ctx_for("ar.depth=2").artifact_dir("tokenizer") == base.artifact_dir("tokenizer")
     assert ctx_for("tokenizer.train.steps=7").artifact_dir("tokenizer") != base.artifact_dir("tokenizer")
     assert ctx_for("eval.num_images=10").artifact_dir("generator") == base.artifact_dir("generator")
+    # a data key added after artifacts existed (ImageNet's resize ratio) changes the hash only when it is set,
+    # so artifacts trained before it keep their folders
+    without = OmegaConf.masked_copy(base.cfg, [k for k in base.cfg if k != "data"])
+    without.data = OmegaConf.create({k: v for k, v in base.cfg.data.items() if k != "mid_reso"})
+    assert artifact_dir(without, "tokenizer") == base.artifact_dir("tokenizer")
+    assert ctx_for("data.mid_reso=1.125").artifact_dir("tokenizer") != base.artifact_dir("tokenizer")

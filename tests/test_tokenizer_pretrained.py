@@ -1,7 +1,7 @@
 """VAR / HART checkpoint loaders: key layout, a reference forward pass, mismatches, safety, writing back.
 
 The state dicts are built here, at a small width, from VAR's key layout rules
-(REFERENCE.md section 1), independently of hartkit's modules; the reference
+(docs/reference.md, section 1), independently of hartkit's modules; the reference
 forward pass below is a plain functional re-statement of VAR's tokenizer.
 """
 

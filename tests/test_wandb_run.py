@@ -81,10 +81,68 @@ def test_grids_and_the_leaderboard_table_arrive(main_job_runs):
 def test_resume_continues_the_same_run(main_job_runs):
     tmp, [(_, first), (_, resumed)] = main_job_runs
     assert first.run_id and resumed.run_id == first.run_id
-    [id_file] = (tmp / "artifacts" / "wandb").glob("run-*.json")
-    assert json.loads(id_file.read_text())["id"] == first.run_id
+    # the id is kept inside the artifacts the run trained (one file per experiment), not beside them
+    for artifact in ("tokenizer", "generator"):
+        [id_file] = (tmp / "artifacts" / artifact).glob("*/wandb/run-*.json")
+        assert json.loads(id_file.read_text())["id"] == first.run_id
+    assert not (tmp / "artifacts" / "wandb").exists()
     # the resumed job found every artifact finished: it scored again and logged into the same run
     assert _rows_with(resumed, "recon_eval/reconstructions/_type")
+
+
+def _logged_run(tmp: Path, cfg):
+    """build_logger as run_pipeline calls it, one metric logged, then the offline run's own file read back."""
+    from omegaconf import OmegaConf
+
+    from hartkit.pipeline import wandb_id_folders
+    from hartkit.utils.experiment_logger import build_logger
+
+    used, others = wandb_id_folders(cfg)
+    before = set((tmp / "wandb").glob("offline-run-*"))
+    wandb.teardown()
+    logger = build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), resume=bool(cfg.resume),
+                          artifact_dirs=used, resume_dirs=others)
+    logger.log_metrics({"probe/value": 1.0}, step=1)
+    logger.finish()
+    wandb.teardown()
+    [run_dir] = sorted(set((tmp / "wandb").glob("offline-run-*")) - before)
+    return read_run(run_dir)
+
+
+def test_resume_finds_the_id_in_the_experiments_artifacts_or_the_old_place(tmp_path, monkeypatch):
+    from hartkit.pipeline import artifact_dir
+    from hartkit.utils.experiment_logger import run_id_file
+
+    for key, value in _offline_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    for key in ("WANDB_SWEEP_ID", "WANDB_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    base = [*smoke_overrides(tmp_path), "logger=wandb"]
+    tokenizer_only = compose([*base, "stages=[tokenizer,recon_eval]"])
+    generator_only = compose([*base, "stages=[generator,gen_eval]", "resume=true"])
+    tok_dir, gen_dir = artifact_dir(tokenizer_only, "tokenizer"), artifact_dir(tokenizer_only, "generator")
+
+    first = _logged_run(tmp_path, tokenizer_only)
+    tok_file = run_id_file(_plain(tokenizer_only), tok_dir)
+    assert json.loads(tok_file.read_text())["id"] == first.run_id and not gen_dir.exists()
+    # a resumed run of the same experiment with other stages finds it in the tokenizer's artifact
+    resumed = _logged_run(tmp_path, generator_only)
+    assert resumed.run_id == first.run_id
+    assert json.loads(run_id_file(_plain(generator_only), gen_dir).read_text())["id"] == first.run_id
+
+    # ids kept by earlier versions under <paths.artifacts>/wandb/ are still continued
+    other = compose([*base, "stages=[tokenizer]", "seed=5"])
+    legacy = run_id_file(_plain(other))
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    legacy.write_text(json.dumps({"id": "legacy01"}))
+    assert _logged_run(tmp_path, compose([*base, "stages=[tokenizer]", "seed=5", "resume=true"])).run_id == "legacy01"
+    assert json.loads(run_id_file(_plain(other), artifact_dir(other, "tokenizer")).read_text())["id"] == "legacy01"
+
+
+def _plain(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def test_a_new_job_without_resume_starts_a_new_run(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ sequence, its max-pool is the AdaLN vector).
 The null condition for classifier-free guidance is an extra class id
 (``num_classes``) or the empty prompt. Condition dropout replaces each
 sample's condition independently with probability ``p`` (HART's released
-code drops about 54% by a bug; REFERENCE.md).
+training code draws a normal instead of a uniform number and so drops about
+54% at p = 0.1; docs/reference.md, section 4).
 """
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ class SamplingConfig:
     batch_size: int = 64
     seed: int = 0
     diffusion_steps: Optional[int] = None  # None: ar.diffusion.num_sample_steps
+    temperature: float = 1.0  # divides the guided logits (discrete / hybrid codes)
+    diffusion_temperature: float = 1.0  # scales the noise of the diffusion head's ancestral steps (MAR)
     # efficiency report of gen_eval: latency at batch 1, throughput at the largest batch <= this that fits
     throughput_max_batch: int = 64
     measure_efficiency: bool = True
@@ -107,6 +109,9 @@ class ARConfig:
     drop_path: float = 0.0
     condition: str = "text"  # text | class
     num_classes: int = 10  # class conditioning (a null class is added for CFG)
+    # official VAR weights (var_d16.pth ... var_d30.pth, ar=var_d*): loaded instead of training
+    # (hartkit/ar_models/var_official.py); None trains from scratch
+    checkpoint: Optional[str] = None
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     diffusion: DiffusionHeadConfig = field(default_factory=DiffusionHeadConfig)
     train: ARTrainConfig = field(default_factory=ARTrainConfig)

@@ -205,7 +205,7 @@ class DiffusionHead(nn.Module):
 
     @torch.no_grad()
     def sample(self, cond_ND: torch.Tensor, guidance: float | None = None, generator: torch.Generator | None = None,
-               num_steps: int | None = None,
+               num_steps: int | None = None, temperature: float = 1.0,
                eps_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Ancestral sampling with respaced steps.
 
@@ -214,6 +214,8 @@ class DiffusionHead(nn.Module):
         half); ``None``: no guidance, one sample per row.
         ``eps_fn(x_t, t, cond)`` replaces the network (tests plug in an analytic denoiser); it returns what the
         network would (eps, concatenated with the variance output v when ``learn_sigma``).
+        ``temperature`` scales the noise of every ancestral step (as MAR's diffusion loss samples: below 1 the
+        draws move towards the modes of each token's distribution; 1 is plain ancestral sampling).
         """
         d = GaussianDiffusion.respaced(self.num_train_steps, num_steps or self.num_sample_steps)
         guided = guidance is not None
@@ -237,7 +239,7 @@ class DiffusionHead(nn.Module):
             if step > 0:
                 log_var = d.model_log_var(v, i, x)
                 noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-                x = mean + (0.5 * log_var).exp() * noise
+                x = mean + (0.5 * log_var).exp() * noise * temperature
             else:
                 x = mean
         return x / self.latent_scale

@@ -8,29 +8,32 @@ and attention (2 per multiply-add); MACs = FLOPs / 2. Element-wise ops,
 sampling and the frozen text encoder are not counted (the text encoder is
 listed separately).
 
-``python -m hartkit.ar_models.efficiency`` writes ``results/efficiency.md``: the
-paper-scale presets (VAR d16..d30 at 256 px, HART-0.7B at 512 / 1024 px)
-next to the HART paper's 3.2 T (512 px) and 12.5 T (1024 px) MACs.
+``preset_rows`` / ``format_table`` size the paper-scale presets (VAR d16..d30
+at 256 px, HART-0.7B at 512 / 1024 px) next to the HART paper's 3.2 T (512 px)
+and 12.5 T (1024 px) MACs; ``python -m hartkit.tools.efficiency`` adds the
+tokenizer decoder's cost and writes them to ``results/efficiency.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hartkit.ar_models.conditioning import ClassConditioner, Condition
 from hartkit.ar_models.model import ScaleAR, TokenSpec
+from hartkit.ar_models.presets import load_preset
+from hartkit.tokenizers.protocol import ScaleTokenizer
 
 VAR_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 HART_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
-HART_1024 = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)  # REFERENCE.md: unverified
+HART_1024 = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)  # unverified (docs/reference.md, section 1)
 
 
-def parameter_counts(model: ScaleAR, tokenizer=None) -> dict[str, int]:
+def parameter_counts(model: ScaleAR, tokenizer: torch.nn.Module | None = None) -> dict[str, int]:
+    """Parameters per part; with a tokenizer module also its decoding side (``post_quant_conv`` + ``decoder``
+    when it has them, else all of it): counting weights needs the module, not the protocol."""
     n = lambda m: 0 if m is None else sum(p.numel() for p in m.parameters())
     counts = dict(model.parameter_groups())
     frozen = getattr(model.cond_module, "frozen", None)
@@ -93,7 +96,8 @@ def count_macs(fn) -> int:
     return fc.get_total_flops() // 2
 
 
-def generation_macs(model: ScaleAR, guided: bool = True, diffusion_steps: int | None = None, tokenizer=None) -> dict:
+def generation_macs(model: ScaleAR, guided: bool = True, diffusion_steps: int | None = None,
+                    tokenizer: ScaleTokenizer | None = None) -> dict:
     """MACs per image: transformer + heads (AR), diffusion head, tokenizer decoder (if given)."""
     spec = model.spec
     base = count_macs(lambda: simulate_sampling(model, 1, guided, diffusion_steps=0))
@@ -160,22 +164,8 @@ PAPER_MACS = {"hart_0.7b@512": 3.2e12, "hart_0.7b@1024": 12.5e12}
 QWEN2_1_5B_MACS_300 = 1.31e9 * 300
 
 
-def var_decoder_macs() -> dict[int, int]:
-    """MACs of VAR's tokenizer decoder (post_quant_conv + decoder, 109 M tokenizer) per latent size, on meta.
-
-    The only place ar_models builds a tokenizer: the efficiency table reports the whole pipeline's cost."""
-    from hartkit.configs import compose
-    from hartkit.tokenizers import build_tokenizer
-
-    cfg = compose(["tokenizer=var_256", "data.resolution=256"])  # the checkout's conf/ or the installed copy
-    with torch.device("meta"):
-        tok = build_tokenizer(cfg.tokenizer)
-    return {s: count_macs(lambda s=s: tok.decode_latent(torch.zeros(1, 32, s, s, device="meta"))) for s in (16, 32, 64)}
-
-
 def preset_rows(decoder_macs: dict[int, int] | None = None) -> list[dict]:
-    from hartkit.ar_models.presets import load_preset
-
+    """One row per paper-scale preset; ``decoder_macs`` maps a latent side to the tokenizer decoder's MACs."""
     rows = []
     cases = [(f"var_d{d}", 256, VAR_256, "discrete") for d in (16, 20, 24, 30)]
     cases += [("hart_0.7b", 512, HART_512, "hybrid"), ("hart_0.7b", 1024, HART_1024, "hybrid")]
@@ -215,34 +205,3 @@ def format_table(rows: list[dict]) -> str:
                      f"| {fmt_t(r['macs_diffusion_cfg'])} | {fmt_t(dec)} | {fmt_t(te) if te else '-'} "
                      f"| {fmt_t(pipeline)} | {r['ar_steps']} | {r['diffusion_steps']} | {fmt_t(r['paper_macs'])} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="results/efficiency.md")
-    args = parser.parse_args(argv)
-    rows = preset_rows(var_decoder_macs())
-    text = "\n".join([
-        "# Efficiency of the paper-scale generator presets (computed on the meta device)",
-        "",
-        "Command: `python -m hartkit.ar_models.efficiency`. MACs = FLOPs / 2 from "
-        "`torch.utils.flop_counter.FlopCounterMode` over the calls sampling makes (KV-cached scale steps, "
-        "logits head, every diffusion step); element-wise ops are not counted. CFG doubles the transformer's "
-        "batch on every scale. Tokenizer decoder: VAR's 109 M decoder (hartkit `tokenizer=var_256`, counted "
-        "the same way; HART uses the same architecture). Text encoder: Qwen2-1.5B estimated as 1.31 B "
-        "non-embedding parameters x 300 tokens (one forward; not counted). "
-        "VAR: class-conditional, VAR tokenizer (V 4096, Cvae 32). HART-0.7B: 300 text prefix tokens, "
-        "8 diffusion steps on the final scale; 1024 px scales are REFERENCE.md's *unverified* schedule.",
-        "",
-        format_table(rows),
-        "",
-    ])
-    from hartkit.utils.io import atomic_write_text
-
-    path = atomic_write_text(Path(args.out), text)
-    print(text)
-    print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Output heads, chosen by the tokenizer's kind (DESIGN.md, "The spine").
+"""Output heads, chosen by the tokenizer's kind (docs/design.md, "The spine's value: Tokens").
 
 | kind       | heads                                                                  |
 |------------|------------------------------------------------------------------------|

@@ -36,7 +36,7 @@ from hartkit.ar_models.layers import NORMS, AdaLNBeforeHead
 from hartkit.ar_models.logits import sample_logits
 from hartkit.ar_models.positions import POSITION_SCHEMES, rope_tables, scale_grid_coords, text_coords
 from hartkit.errors import ConfigError
-from hartkit.tokenizers.tokens import KINDS
+from hartkit.tokenizers.protocol import KINDS, ScaleTokenizer
 
 SUBSET_RULES = ("hart", "all", "fraction")
 RESIDUAL_CODES = ("sampled", "teacher")
@@ -61,13 +61,12 @@ class TokenSpec:
             raise ValueError(f"a {self.kind} tokenizer needs vocab_size > 0")
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> TokenSpec:
-        kind, V = tokenizer.kind, int(getattr(tokenizer, "vocab_size", 0))
+    def from_tokenizer(cls, tokenizer: ScaleTokenizer) -> TokenSpec:
+        kind, V = tokenizer.kind, int(tokenizer.vocab_size)
         codebook, phi_last = None, False
         if kind == "hybrid":
-            phi_last = bool(getattr(getattr(tokenizer, "quantize", None), "phi_on_last_scale", False))
-            tensors = list(tokenizer.parameters()) + list(tokenizer.buffers())
-            device = tensors[0].device if tensors else None
+            phi_last = bool(tokenizer.phi_on_last_scale)
+            device = tokenizer.empty_f_hat(1).device  # the tokenizer's own device
             with torch.no_grad():
                 codebook = tokenizer.code_embedding(torch.arange(V, device=device)).detach().float().cpu().clone()
         return cls(kind, tuple(int(p) for p in tokenizer.patch_nums), V, int(tokenizer.latent_channels),

@@ -11,13 +11,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hartkit.ar_models.config import ARConfig
+from hartkit.configs import conf_dir as hartkit_conf_dir
 
 
 def load_preset(name: str, conf_dir: str | Path | None = None) -> DictConfig:
     """``conf/ar/<name>.yaml`` of the checkout or of the installed package (``hartkit.configs``)."""
     if conf_dir is None:
-        from hartkit.configs import conf_dir as hartkit_conf_dir
-
         conf_dir = hartkit_conf_dir() / "ar"
     path = Path(conf_dir) / f"{name}.yaml"
     if not path.exists():

@@ -12,7 +12,7 @@ then
 - continuous: the diffusion head samples each token's value.
 The tokenizer turns the sampled scale into the next scale's input
 (``add_scale`` / ``next_scale_input``) and finally decodes the ``Tokens``.
-The tokenizer is duck-typed (the contract in hartkit.tokenizers).
+The tokenizer is anything that satisfies ``hartkit.tokenizers.protocol.ScaleTokenizer``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from hartkit.ar_models.conditioning import CondInput
 from hartkit.ar_models.logits import filter_logits, sample_logits
 from hartkit.ar_models.model import ScaleAR
-from hartkit.tokenizers.tokens import Tokens
+from hartkit.tokenizers.protocol import ScaleTokenizer, Tokens
 
 __all__ = ["cfg_ramp", "filter_logits", "generate_images", "generate_in_batches", "generate_tokens", "sample_logits"]
 
@@ -41,16 +41,23 @@ class SampleOutput:
 
 
 @torch.no_grad()
-def generate_tokens(model: ScaleAR, tokenizer, cond_inputs: CondInput, cfg: float = 0.0, top_k: int = 0,
+def generate_tokens(model: ScaleAR, tokenizer: ScaleTokenizer, cond_inputs: CondInput, cfg: float = 0.0, top_k: int = 0,
                     top_p: float = 0.0, generator: torch.Generator | None = None, diffusion_cfg: float | None = None,
-                    diffusion_steps: int | None = None, always_guide: bool = False, skip_residual: bool = False,
-                    record_logits: bool = False, teacher_inputs: list[torch.Tensor] | None = None) -> SampleOutput:
+                    diffusion_steps: int | None = None, temperature: float = 1.0,
+                    diffusion_temperature: float = 1.0, always_guide: bool = False, skip_residual: bool = False,
+                    record_logits: bool = False, teacher_inputs: list[torch.Tensor] | None = None,
+                    prefix_indices: list[torch.Tensor] | None = None) -> SampleOutput:
     """Sample the tokens of ``len(cond_inputs)`` images.
 
+    ``temperature`` divides the (guided) logits before top-k / top-p; ``diffusion_temperature`` scales the
+    noise of the diffusion head's ancestral steps (both 1: plain sampling).
     ``always_guide`` runs the unconditional branch even at cfg 0 (tests, cost measurement).
     ``skip_residual`` (hybrid) skips the residual diffusion head: discrete-only sampling, to measure its cost.
     ``teacher_inputs`` (per scale k >= 1: (B, pn_k**2, Cvae)) replaces the inputs built from the samples,
     to compare the cached path with the teacher-forced forward.
+    ``prefix_indices`` (discrete / hybrid; per scale k < len: (B, pn_k**2) codes) fixes the first scales to
+    given codes and samples the rest: completion of an image's coarse scales (VAR's zero-shot editing), and the
+    probe that tells at which scale sampling loses what teacher forcing knows.
     """
     model.eval()
     spec = model.spec
@@ -80,20 +87,25 @@ def generate_tokens(model: ScaleAR, tokenizer, cond_inputs: CondInput, cfg: floa
                 if guided:
                     lc, lu = logits.chunk(2)
                     logits = (1 + t) * lc - t * lu
+                if temperature != 1.0:
+                    logits = logits / max(float(temperature), 1e-6)
                 if record_logits:
                     out.logits.append(logits)
                 idx = sample_logits(logits, top_k, top_p, generator)
+                if prefix_indices is not None and k < len(prefix_indices):
+                    idx = prefix_indices[k].to(idx.device)
                 indices.append(idx)
                 value = idx
                 if model.kind == "hybrid" and k == K - 1 and not skip_residual:
                     code = tokenizer.code_embedding(torch.cat([idx, idx]) if guided else idx)
                     cond_d = model.residual_condition(h_raw, code).flatten(0, 1)  # guided: rows [cond; uncond]
                     res = model.diffusion.sample(cond_d, guidance=td if guided else None, generator=generator,
-                                                 num_steps=diffusion_steps)
+                                                 num_steps=diffusion_steps, temperature=diffusion_temperature)
                     residual = res.view(B, pn, pn, -1).permute(0, 3, 1, 2)
             else:
                 value_flat = model.diffusion.sample(h.flatten(0, 1), guidance=td if guided else None,
-                                                    generator=generator, num_steps=diffusion_steps)
+                                                    generator=generator, num_steps=diffusion_steps,
+                                                    temperature=diffusion_temperature)
                 value = value_flat.view(B, pn, pn, -1).permute(0, 3, 1, 2).contiguous()
                 scales.append(value)
             f_hat = tokenizer.add_scale(f_hat, k, value)
@@ -108,14 +120,14 @@ def generate_tokens(model: ScaleAR, tokenizer, cond_inputs: CondInput, cfg: floa
 
 
 @torch.no_grad()
-def generate_images(model: ScaleAR, tokenizer, cond_inputs: CondInput, **kwargs) -> torch.Tensor:
+def generate_images(model: ScaleAR, tokenizer: ScaleTokenizer, cond_inputs: CondInput, **kwargs) -> torch.Tensor:
     """Images in [-1, 1], (B, 3, H, W)."""
     out = generate_tokens(model, tokenizer, cond_inputs, **kwargs)
     return tokenizer.decode(out.tokens).clamp(-1, 1)
 
 
 @torch.no_grad()
-def generate_in_batches(model: ScaleAR, tokenizer, cond_inputs: CondInput, batch_size: int, seed: int = 0,
+def generate_in_batches(model: ScaleAR, tokenizer: ScaleTokenizer, cond_inputs: CondInput, batch_size: int, seed: int = 0,
                         **kwargs) -> torch.Tensor:
     """All images of ``cond_inputs`` (CPU tensor in [-1, 1]); batch i uses the generator seeded ``seed + i``."""
     outs = []

@@ -35,7 +35,7 @@ class LearnedTextEncoder(nn.Module):
 
     def __init__(self, width: int, depth: int, heads: int, max_len: int, vocab_buckets: int = 8192):
         super().__init__()
-        import open_clip
+        import open_clip  # heavy (seconds to import): only once this encoder is built
 
         self.tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=max_len)
         vocab = len(self.tokenizer.encoder) if hasattr(self.tokenizer, "encoder") else 49408
@@ -67,7 +67,7 @@ class ClipTextEncoder(nn.Module):
 
     def __init__(self, model_name: str | None, pretrained: str | None, max_len: int):
         super().__init__()
-        import open_clip
+        import open_clip  # heavy (seconds to import): only once this encoder is built
 
         if not pretrained:
             raise ConfigError(
@@ -104,7 +104,7 @@ class HFTextEncoder(nn.Module):
     def __init__(self, model: str | None, pretrained: str | None, max_len: int):
         super().__init__()
         try:
-            import transformers
+            import transformers  # optional (the hf extra) and heavy
         except ImportError as exc:
             raise ImportError("ar/text_encoder=hf needs transformers: pip install 'hartkit[hf]'") from exc
         path = pretrained or model

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from hartkit.ar_models.conditioning import CondInput
 from hartkit.ar_models.model import TokenBatch
+from hartkit.tokenizers.protocol import ScaleTokenizer, teacher_forcing_input
 from hartkit.utils.io import atomic_save_safetensors, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def _flat(map_BChw: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_dataset(tokenizer, dataset, batch_size: int, device, collate_fn, desc: str = "encode") -> dict:
+def encode_dataset(tokenizer: ScaleTokenizer, dataset, batch_size: int, device, collate_fn, desc: str = "encode") -> dict:
     """Run ``tokenizer.encode`` over a torch dataset of dicts (image in [-1, 1], prompt, category, category_id)."""
     tokenizer.eval()
     parts: dict[str, list[torch.Tensor]] = {}
@@ -45,7 +46,7 @@ def encode_dataset(tokenizer, dataset, batch_size: int, device, collate_fn, desc
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
     for batch in tqdm(loader, desc=desc, leave=False):
         tokens = tokenizer.encode(batch["image"].to(device))
-        fields = {"x_in": tokenizer.teacher_forcing_input(tokens)}
+        fields = {"x_in": teacher_forcing_input(tokenizer, tokens)}
         if tokens.indices is not None:
             fields["idx"] = tokens.flat_indices()
         if tokens.scales is not None:

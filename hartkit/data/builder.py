@@ -5,13 +5,17 @@ category_id (ClassLabel int). Generated datasets (synthscenes, photos) are
 rendered once and held as Arrow tables (PNG-encoded, lossless); file-backed
 ones (mjhq30k, imagefolder) keep file names and decode on access.
 
-Generated splits are cached on disk, as `datasets` caches what it builds: under
-``<cache>/datasets/<name>-<split>-<hash of the data config>/`` (``save_to_disk``),
-where ``<cache>`` is ``data.cache_dir`` if set, else hartkit's cache
+Built splits are cached on disk, as `datasets` caches what it builds: under
+``<cache>/datasets/<name>-<split>-<hash of the data config>-<code hash>[-<files hash>]/``
+(``save_to_disk``), where ``<cache>`` is ``data.cache_dir`` if set, else hartkit's cache
 (``hartkit.utils.cache``: ``paths.cache``, ``$HARTKIT_CACHE_DIR``, ``~/.cache/hartkit``).
-The first process (or rank) to need a split builds it under a file lock while
-the others wait, then every one of them memory-maps the same Arrow files. Built
-splits are also kept in memory, so a second call in a process is instant.
+File-backed splits save their checked table of file names, prompts and categories,
+keyed also by a fingerprint of the source files (path, size, mtime of each), so a
+changed, added or removed file gives a new entry. One process builds a split under
+a file lock while other processes wait; in a distributed job rank 0 (of each
+machine) builds and the other ranks wait for the finished entry. Every one of them
+then memory-maps the same Arrow files. Built splits are also kept in memory, so a
+second call in a process is instant.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import contextlib
 import functools
 import hashlib
 import io
+import json
 import logging
 import multiprocessing
+import os
 import shutil
 import uuid
 from collections import Counter, OrderedDict
@@ -34,20 +40,24 @@ from datasets import Image as ImageFeature
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from hartkit.data import bundled_photos, imagefolder, mjhq, photos, synthscenes
+from hartkit.data import bundled_photos, imagefolder, imagenet, mjhq, photos, synthscenes
+from hartkit.data import files as files_module
 from hartkit.data import images as images_module
 from hartkit.data.config import DataConfig
 from hartkit.data.files import ImageStore, LazyImageTransform, check_images
 from hartkit.data.images import resize_filter
 from hartkit.errors import ConfigError
-from hartkit.utils.cache import cache_root
+from hartkit.utils.cache import builds_shared_entries, cache_root, wait_for
 from hartkit.utils.hashing import config_hash
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
-DATASETS = ("synthscenes", "photos", "mjhq30k", "imagefolder")
+DATASETS = ("synthscenes", "photos", "mjhq30k", "imagefolder", "imagenet")
 _GENERATED = ("synthscenes", "photos")
+_FILE_BACKED = ("mjhq30k", "imagefolder")
+# in a cached file-backed split: the folder or zip its file names are read from
+_SOURCE_FILE = "hartkit_source.json"
 # keys that do not change a dataset's content (left out of its cache key)
 _NON_CONTENT_KEYS = ("num_workers", "cache_dir")
 _MEMORY_CACHE: OrderedDict[str, Dataset] = OrderedDict()
@@ -194,47 +204,118 @@ def disk_cache_dir(cfg: DataConfig) -> Path:
 
 @functools.cache
 def code_fingerprint(name: str) -> str:
-    """Hash of the code that renders a generated dataset (and the photographs it crops): a cached split on disk
-    is reused only while that code is unchanged."""
-    import skimage
+    """Hash of the code that builds a dataset (for generated ones also the photographs they crop): a cached
+    split on disk is reused only while that code is unchanged."""
+    if name in _GENERATED:
+        import skimage
 
-    modules = [synthscenes, photos, bundled_photos, images_module]
+        modules, version = [synthscenes, photos, bundled_photos, images_module], skimage.__version__
+    else:  # listing, captions, checking: what decides which files and prompts a file-backed split holds
+        modules, version = [mjhq, imagefolder, files_module, images_module], ""
     blobs = [Path(m.__file__).read_bytes() for m in modules] + [Path(__file__).read_bytes()]
-    return config_hash(name, [hashlib.sha256(b).hexdigest() for b in blobs], skimage.__version__, length=8)
+    return config_hash(name, [hashlib.sha256(b).hexdigest() for b in blobs], version, length=8)
+
+
+def source_fingerprint(cfg: DataConfig) -> str:
+    """Hash of the files a file-backed dataset reads: every file under ``data.path`` (or the zip itself), MJHQ's
+    ``meta_data.json`` beside an unpacked folder, and ``data.captions``, each as (relative path, size, mtime).
+    A changed, added or removed file gives another hash, so a cached split is never stale. Hidden files are
+    left out, as the datasets leave them out. Only file metadata is read (30k files: well under a second)."""
+    sources: list[Path] = []
+    if cfg.path:
+        root = Path(cfg.path).expanduser()
+        sources.append(root)
+        if cfg.name == "mjhq30k":
+            sources.append(root.parent / mjhq.META_FILE)  # read when data.path is the unpacked folder
+    if cfg.captions:
+        sources.append(Path(cfg.captions).expanduser())
+    return config_hash([[str(src), _file_stats(src)] for src in sources], length=10)
+
+
+def _file_stats(path: Path) -> list:
+    if path.is_file():
+        st = path.stat()
+        return [[".", st.st_size, st.st_mtime_ns]]
+    if not path.is_dir():
+        return []
+    stats = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = [d for d in dirnames if not d.startswith((".", "__MACOSX"))]
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            full = Path(dirpath) / name
+            try:
+                st = full.stat()
+            except OSError:  # vanished while listing, or a broken link: it cannot be read either
+                continue
+            stats.append([full.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns])
+    return sorted(stats)
 
 
 def _disk_entry(cfg: DataConfig, split: str) -> Path:
-    return disk_cache_dir(cfg) / f"{cache_key(cfg, split)}-{code_fingerprint(cfg.name)}"
+    name = f"{cache_key(cfg, split)}-{code_fingerprint(cfg.name)}"
+    if cfg.name in _FILE_BACKED:
+        name += f"-{source_fingerprint(cfg)}"
+    return disk_cache_dir(cfg) / name
 
 
 def _cached_on_disk(cfg: DataConfig, split: str, build: Callable[[], Dataset]) -> Dataset:
-    """Load the split from the disk cache, or build it there once (one process at a time, under a file lock)."""
+    """Load the split from the disk cache, or build it there once: one process at a time (a file lock), and in
+    a distributed job rank 0 of the machine while the other ranks wait for the finished entry."""
     from filelock import FileLock
 
     final = _disk_entry(cfg, split)
     folder = final.parent
-    if (final / "dataset_info.json").is_file():  # finished entries are renamed into place: no lock needed
-        return load_from_disk(str(final))
+    done = final / "dataset_info.json"  # finished entries are renamed into place: this file means complete
+    if done.is_file():
+        return _load_entry(cfg, final)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         log.warning("cannot create the dataset cache %s (%s): building %s/%s in memory; set paths.cache or "
                     "HARTKIT_CACHE_DIR to a writable folder", folder, exc, cfg.name, split)
         return build()
+    if not builds_shared_entries():
+        wait_for(done, f"{cfg.name}/{split}")
+        return _load_entry(cfg, final)
     with FileLock(str(final) + ".lock"):
-        if (final / "dataset_info.json").is_file():  # another process or rank built it while this one waited
+        if done.is_file():  # another process built it while this one waited for the lock
             log.info("loading %s/%s from %s (built by another process)", cfg.name, split, final)
-            return load_from_disk(str(final))
+            return _load_entry(cfg, final)
         for stale in folder.glob(f".{final.name}.tmp-*"):  # left by a process killed while saving
             shutil.rmtree(stale, ignore_errors=True)
         ds = build()
         tmp = folder / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-        with _quiet_datasets():
-            ds.save_to_disk(str(tmp))
+        _save_entry(ds, tmp)
         shutil.rmtree(final, ignore_errors=True)  # an unfinished leftover (no dataset_info.json)
         tmp.rename(final)
         log.info("cached %s/%s at %s", cfg.name, split, final)
-    return load_from_disk(str(final))
+    return _load_entry(cfg, final)
+
+
+def _save_entry(ds: Dataset, folder: Path) -> None:
+    """The split's Arrow table; for a file-backed split also where its files are read from (the lazy image
+    transform is code, not data: it is attached again on loading)."""
+    transform = ds.format.get("format_kwargs", {}).get("transform") if ds.format["type"] == "custom" else None
+    with _quiet_datasets():
+        ds.with_format(None).save_to_disk(str(folder))
+    if isinstance(transform, LazyImageTransform):
+        (folder / _SOURCE_FILE).write_text(json.dumps({"root": str(transform.store.root)}))
+
+
+def _load_entry(cfg: DataConfig, folder: Path) -> Dataset:
+    ds = load_from_disk(str(folder))
+    source = folder / _SOURCE_FILE
+    if not source.is_file():
+        return ds
+    root = json.loads(source.read_text())["root"]
+    try:
+        store = ImageStore(root)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"the cached split {folder} reads its images from {root}, which is gone ({exc}); "
+                          f"delete {folder} (or the whole dataset cache) so that it is built again") from exc
+    return ds.with_transform(LazyImageTransform(store, cfg.resolution, cfg.resize_filter))
 
 
 @contextlib.contextmanager
@@ -326,12 +407,20 @@ def _file_backed(
 
 
 def _build_mjhq30k(cfg: DataConfig, split: str) -> Dataset:
+    return _cached_on_disk(cfg, split, lambda: _scan_mjhq30k(cfg))
+
+
+def _build_imagefolder(cfg: DataConfig, split: str) -> Dataset:
+    return _cached_on_disk(cfg, split, lambda: _scan_imagefolder(cfg, split))
+
+
+def _scan_mjhq30k(cfg: DataConfig) -> Dataset:
     store, meta = mjhq.locate(cfg.path, cfg.hub_id, cfg.captions)
     names, prompts, categories = mjhq.records(store, meta)
     return _file_backed(cfg, store, names, prompts, categories, mjhq.class_names(categories))
 
 
-def _build_imagefolder(cfg: DataConfig, split: str) -> Dataset:
+def _scan_imagefolder(cfg: DataConfig, split: str) -> Dataset:
     root = imagefolder.split_root(cfg.path, split)
     if root == Path(cfg.path).expanduser():
         log.info("image folder %s has no train/ and test/ sub-folders: split %r is the whole folder", root, split)
@@ -350,4 +439,5 @@ _BUILDERS: dict[str, Callable[[DataConfig, str], Dataset]] = {
     "photos": _build_photos,
     "mjhq30k": _build_mjhq30k,
     "imagefolder": _build_imagefolder,
+    "imagenet": imagenet.build,  # hartkit/data/imagenet.py (ILSVRC folders, VAR layout)
 }

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
+import skimage.data
 from PIL import Image
 
 
@@ -44,8 +45,6 @@ PHOTOS: dict[str, BundledPhoto] = {
 
 
 def _load_array(name: str) -> np.ndarray:
-    import skimage.data
-
     if name == "motorcycle_left":
         return skimage.data.stereo_motorcycle()[0]
     return getattr(skimage.data, name)()

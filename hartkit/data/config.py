@@ -8,7 +8,7 @@ from typing import Optional
 
 @dataclass
 class DataConfig:
-    name: str = "synthscenes"  # synthscenes | photos | mjhq30k | imagefolder
+    name: str = "synthscenes"  # synthscenes | photos | mjhq30k | imagefolder | imagenet
     resolution: int = 64  # every image is square at this size (centre crop + resize)
     train_size: int = 2000  # generated datasets: images in the train split
     test_size: int = 500  # generated datasets: images in the test split
@@ -26,6 +26,8 @@ class DataConfig:
     categories: Optional[list[str]] = None  # keep only these categories
     subset: Optional[int] = None  # keep the first N images of the category-interleaved sorted order
     resize_filter: str = "bicubic"  # PIL filter of the centre-crop + resize protocol (and photos crops)
+    # imagenet: shorter side resized to round(mid_reso * resolution), then centre-cropped (VAR utils/data.py)
+    mid_reso: Optional[float] = None  # None: VAR's 1.125 (hashed into artifacts only when set)
     strict: bool = False  # raise on unreadable images instead of skipping them with a warning
     num_workers: int = 0  # DataLoader workers, and processes rendering generated datasets (same data)
-    cache_dir: Optional[str] = None  # generated datasets: built splits are saved here (None: hartkit's cache)
+    cache_dir: Optional[str] = None  # built splits are saved here (None: <hartkit cache>/datasets)

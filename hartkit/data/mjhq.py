@@ -16,6 +16,8 @@ import json
 import logging
 from pathlib import Path, PurePosixPath
 
+import huggingface_hub
+
 from hartkit.data.files import ImageStore
 from hartkit.errors import UserError
 
@@ -44,10 +46,8 @@ class DatasetUnavailableError(UserError, RuntimeError):
 def download_from_hub(hub_id: str) -> Path:
     """Fetch the images zip + meta_data.json from the hub; returns the local zip path."""
     try:
-        from huggingface_hub import hf_hub_download
-
-        zip_path = hf_hub_download(repo_id=hub_id, filename=IMAGES_ZIP, repo_type="dataset")
-        hf_hub_download(repo_id=hub_id, filename=META_FILE, repo_type="dataset")
+        zip_path = huggingface_hub.hf_hub_download(repo_id=hub_id, filename=IMAGES_ZIP, repo_type="dataset")
+        huggingface_hub.hf_hub_download(repo_id=hub_id, filename=META_FILE, repo_type="dataset")
     except Exception as exc:  # offline, gated, renamed: all end in the same advice
         raise DatasetUnavailableError(
             f"could not fetch MJHQ-30K from the Hugging Face hub ({hub_id}): {type(exc).__name__}: {exc}. "

@@ -4,7 +4,6 @@ from hartkit.engine.accumulate import split_batch, sync_only_on_last
 from hartkit.engine.artifact import (
     finish_artifact,
     is_finished,
-    load_artifact_config,
     load_artifact_weights,
     mark_unfinished,
     read_summary,
@@ -32,7 +31,6 @@ __all__ = [
     "finish_artifact",
     "is_finished",
     "mark_unfinished",
-    "load_artifact_config",
     "load_artifact_weights",
     "read_summary",
 ]

@@ -51,13 +51,6 @@ def read_summary(artifact_dir: str | os.PathLike) -> dict:
         return json.load(fh)
 
 
-def load_artifact_config(artifact_dir: str | os.PathLike):
-    path = Path(artifact_dir) / CONFIG
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: {artifact_dir} is not a finished hartkit artifact")
-    return OmegaConf.load(path)
-
-
 def load_artifact_weights(artifact_dir: str | os.PathLike, model: nn.Module) -> nn.Module:
     artifact_dir = Path(artifact_dir)
     if not is_finished(artifact_dir):

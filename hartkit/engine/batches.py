@@ -70,10 +70,6 @@ class StepBatches:
                                  persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
         self._it: Iterator | None = None
 
-    @property
-    def per_rank_batch_size(self) -> int:
-        return self.sampler.per_rank
-
     def __iter__(self) -> StepBatches:
         return self
 

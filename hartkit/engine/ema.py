@@ -27,7 +27,3 @@ class EMA:
                 ema_p.copy_(p)
         for ema_b, b in zip(self.module.buffers(), model.buffers()):
             ema_b.copy_(b)
-
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        model.load_state_dict(self.module.state_dict())

@@ -13,12 +13,22 @@ accuracy, per category) and computing the numbers.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import torch
+from omegaconf import OmegaConf
 
+from hartkit.data.config import DataConfig
 from hartkit.eval.clip_score import build_clip_scorer
+from hartkit.eval.config import EvalConfig
+from hartkit.eval.embedded import get_embedded_evaluator
+from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 from hartkit.eval.features import EXTRACTORS, build_feature_extractor
+from hartkit.eval.generation import GenerationMetrics
+from hartkit.eval.protocols import evaluation_set
+from hartkit.utils.io import atomic_write_json
+from hartkit.utils.logging import setup_logging
 
 
 def _throughput(fn, images: torch.Tensor, batch_size: int) -> float:
@@ -49,8 +59,6 @@ def bench_extractors(cfg, images: torch.Tensor, batch_size: int, device: str) ->
         rows.append({"what": name, "images_per_s": _throughput(lambda x, s=scorer: s.cosines(x, prompts[: len(x)]),
                                                                images, batch_size),
                      "note": f"{scorer.model_name}; image + text towers"})
-    from hartkit.eval.embedded import get_embedded_evaluator
-    from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 
     acc = PromptAccuracy(get_embedded_evaluator(None, device))
     rows.append({"what": "prompt_accuracy", "images_per_s": _throughput(
@@ -60,14 +68,6 @@ def bench_extractors(cfg, images: torch.Tensor, batch_size: int, device: str) ->
 
 def bench_protocol(n: int, cfg, device: str) -> dict:
     """Seconds of the whole embedded protocol for n prompts (reference set built fresh, no cache)."""
-    import tempfile
-
-    from omegaconf import OmegaConf
-
-    from hartkit.data.config import DataConfig
-    from hartkit.eval.generation import GenerationMetrics
-    from hartkit.eval.protocols import evaluation_set
-
     cfg = OmegaConf.merge(cfg, {"num_images": n, "stats_cache": tempfile.mkdtemp(prefix="hartkit-bench-")})
     t0 = time.perf_counter()
     es = evaluation_set(DataConfig(), cfg)
@@ -90,11 +90,6 @@ def bench_protocol(n: int, cfg, device: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from omegaconf import OmegaConf
-
-    from hartkit.eval.config import EvalConfig
-    from hartkit.utils.logging import setup_logging
-
     p = argparse.ArgumentParser(description="Throughput of hartkit's evaluation suite on this machine.")
     p.add_argument("--images", type=int, default=512, help="images per extractor throughput measurement")
     p.add_argument("--resolution", type=int, default=64)
@@ -127,8 +122,6 @@ def main(argv: list[str] | None = None) -> None:
               f"stats {proto['reference_stats_s']:.1f}s, score generated {proto['score_generated_s']:.1f}s -> "
               f"{proto['total_s_per_1000']:.1f}s per 1000 images")
     if args.json:
-        from hartkit.utils.io import atomic_write_json
-
         atomic_write_json(args.json, result)
 
 

@@ -17,6 +17,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from hartkit.eval.embedded import get_embedded_evaluator
 from hartkit.eval.features import load_open_clip, to_uint8
 
 SCALING = "100*max(mean cos,0) (torchmetrics)"
@@ -63,7 +64,7 @@ class OpenCLIPScorer(CLIPScorer):
 
     def __init__(self, model_name: str = "ViT-L-14", pretrained: str | None = None,
                  device: torch.device | str = "cpu"):
-        import open_clip
+        import open_clip  # heavy (seconds to import): only when this scorer is built
 
         self.device = torch.device(device)
         self.model, self.weights_hash = load_open_clip(model_name, pretrained, "eval.clip_pretrained", self.device)
@@ -91,8 +92,6 @@ class EmbeddedCLIPScorer(CLIPScorer):
     model_name = "hartkit embedded-clip"
 
     def __init__(self, weights: str | os.PathLike | None = None, device: torch.device | str = "cpu"):
-        from hartkit.eval.embedded import get_embedded_evaluator
-
         self.evaluator = get_embedded_evaluator(weights, device)
         self.weights_hash = self.evaluator.weights_hash
 

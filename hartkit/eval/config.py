@@ -16,7 +16,7 @@ from typing import Optional
 
 @dataclass
 class EvalConfig:
-    protocol: str = "embedded"  # embedded | mjhq30k (hartkit.eval.protocols)
+    protocol: str = "embedded"  # embedded | mjhq30k | imagenet256 (hartkit.eval.protocols)
     num_images: int = 500  # images scored per protocol (generation: prompts, one image each)
     batch_size: int = 64
     resolution: Optional[int] = None  # comparison resolution; None: the data resolution
@@ -26,6 +26,7 @@ class EvalConfig:
     clip_score: list[str] = field(default_factory=lambda: ["clip_score_embedded"])  # clip_score_embedded | clip_score
     prompt_accuracy: bool = True  # zero-shot main-object shape/colour check (synthscenes-grammar prompts)
     inception_weights: Optional[str] = None  # inception-2015-12-05.pt (file or folder); None: clean-fid's cache (/tmp)
+    inception_resize: str = "clean"  # fid: clean (clean-fid clean mode) | legacy_tensorflow (as ADM's evaluator)
     clip_model: str = "ViT-L-14"  # open_clip model of `clip_score`
     clip_pretrained: Optional[str] = None  # local checkpoint file; an open_clip tag ('openai') lets open_clip download
     fd_clip_model: str = "ViT-B-32"
@@ -36,3 +37,9 @@ class EvalConfig:
     baselines: bool = True  # also score floor / ceiling / matched-budget baselines on the same images or prompts
     bootstrap: int = 1000  # bootstrap resamples for the 95% intervals over images (0: no intervals)
     bootstrap_fd: int = 200  # resamples for Fréchet-distance intervals (one eigendecomposition each)
+    # imagenet256 (hartkit/eval/imagenet.py): class-conditional samples against a reference
+    reference: Optional[str] = None  # ADM reference batch .npz (mu/sigma, arr_0) or an image folder; None: data's val
+    samples_per_class: int = 50  # generated images per class (VAR / ADM: 50 x 1000 = 50,000)
+    inception_score: bool = False  # Inception Score of the samples (needs fid: Inception's classifier layer)
+    precision_recall: bool = False  # Kynkaanniemi et al. precision / recall of the first fd_features space
+    precision_recall_k: int = 3  # k of the k-NN manifold radii (ADM: 3)

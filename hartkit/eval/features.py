@@ -5,7 +5,9 @@ called ``fid``:
 
 - ``fid``: Inception-v3 (the 2015-12-05 TF weights as TorchScript) loaded by
   clean-fid's own ``InceptionV3W`` and fed with clean-fid's ``clean`` resize
-  (PIL bicubic with antialias to 299 on float channels).
+  (PIL bicubic with antialias to 299 on float channels); ``eval.inception_resize=legacy_tensorflow``
+  uses clean-fid's ``legacy_tensorflow`` mode instead (the network's own TensorFlow-like resize, as
+  ADM's evaluator). ``class_logits`` gives the logits the Inception Score uses.
 - ``fd_clip``: open_clip image tower (ViT-B-32 / ViT-L-14 ...), unnormalised
   image embeddings as clean-fid's ``clip_vit_b_32`` uses them.
 - ``fd_embedded``: the embedded evaluator that ships with hartkit (no download): its 64-d image
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hartkit.eval.embedded import get_embedded_evaluator
 from hartkit.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -109,30 +112,63 @@ def find_inception_weights(configured: str | os.PathLike | None = None) -> Path:
         f"and put it at {clean_fid_cache_dir() / INCEPTION_FILE}, or set eval.inception_weights=/path/to/{INCEPTION_FILE}")
 
 
+INCEPTION_RESIZES = {
+    "clean": "clean-fid clean: PIL bicubic antialias to 299 on float channels",
+    "legacy_tensorflow": ("clean-fid legacy_tensorflow: the TorchScript's own bilinear resize to 299 inside the network, "
+                          "which emulates TensorFlow's graph (as in ADM's evaluator)"),
+}
+
+
 class InceptionFID(FeatureExtractor):
-    """Inception-v3 pool features (2048-d) in clean-fid's ``clean`` mode."""
+    """Inception-v3 pool features (2048-d), resized to 299 the way ``mode`` says (``eval.inception_resize``).
+
+    ``clean`` (default): clean-fid's ``clean`` mode (PIL bicubic antialias outside the network).
+    ``legacy_tensorflow``: clean-fid's ``legacy_tensorflow`` mode, the images go into the network at
+    their own size and its TorchScript forward resizes them as TensorFlow's Inception graph does, which
+    is what ADM's evaluator (and so VAR's and HART's ImageNet numbers) runs. Both modes use the same
+    weights; their numbers differ slightly and are only comparable within one mode.
+    """
 
     name = "fid"
     model_name = "inception-v3 (clean-fid torchscript)"
-    resize = "clean-fid clean: PIL bicubic antialias to 299 on float channels"
     dim = 2048
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: torch.device | str = "cpu"):
+    def __init__(self, weights: str | os.PathLike | None = None, device: torch.device | str = "cpu",
+                 mode: str = "clean"):
+        # heavy and only for fid: clean-fid is imported when this extractor is built
         from cleanfid.inception_torchscript import InceptionV3W
         from cleanfid.resize import build_resizer
 
+        if mode not in INCEPTION_RESIZES:
+            raise FeatureExtractorError(f"eval.inception_resize={mode!r} is unknown; use one of {sorted(INCEPTION_RESIZES)}")
         path = find_inception_weights(weights)
         self.device = torch.device(device)
+        self.mode = mode
+        self.resize = INCEPTION_RESIZES[mode]
         self.weights_hash = file_sha256(path)
         # clean-fid's own loader; download=False so that a missing file can never trigger a fetch
-        self.model = InceptionV3W(str(path.parent), download=False).to(self.device).eval()
+        self.model = InceptionV3W(str(path.parent), download=False,
+                                  resize_inside=mode == "legacy_tensorflow").to(self.device).eval()
         self._resize = build_resizer("clean")
 
     def features(self, images_uint8_B3HW: torch.Tensor) -> torch.Tensor:
+        if self.mode == "legacy_tensorflow":  # float [0, 255] at the image's own size, as clean-fid feeds it
+            return self.model(images_uint8_B3HW.to(self.device, torch.float32))
         arrays = images_uint8_B3HW.permute(0, 2, 3, 1).cpu().numpy()
         resized = np.stack([self._resize(a) for a in arrays])  # (B, 299, 299, 3) float32 in [0, 255]
         x = torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous().to(self.device)
         return self.model(x)
+
+    @torch.no_grad()
+    def class_logits(self, feats_BD: torch.Tensor) -> torch.Tensor:
+        """The 1008 ImageNet logits of pool features without the output bias (the Inception Score's input:
+        improved-GAN's and ADM's ``pool_3 @ softmax/logits`` weights, StyleGAN's ``no_output_bias=True``)."""
+        output = getattr(self.model.base, "output", None)
+        if output is None:
+            raise FeatureExtractorError(f"the Inception weights (sha256 {self.weights_hash[:12]}) have no 'output' "
+                                        f"classifier layer; the Inception Score needs the full {INCEPTION_FILE}")
+        weight = output.weight.detach().to(self.device, torch.float64)  # 50,000 x 2048 x 1008: on the GPU if any
+        return (feats_BD.to(self.device, torch.float64) @ weight.T).cpu()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,7 +177,7 @@ class InceptionFID(FeatureExtractor):
 
 def load_open_clip(model_name: str, pretrained: str | None, config_key: str, device: torch.device):
     """An open_clip model from a local checkpoint (or an explicitly configured open_clip tag)."""
-    import open_clip
+    import open_clip  # heavy (seconds to import): only when a CLIP model is loaded
 
     if not pretrained:
         raise FeatureExtractorError(
@@ -200,8 +236,6 @@ class EmbeddedImageFeatures(FeatureExtractor):
     model_name = "hartkit embedded-clip"
 
     def __init__(self, weights: str | os.PathLike | None = None, device: torch.device | str = "cpu"):
-        from hartkit.eval.embedded import get_embedded_evaluator
-
         self.evaluator = get_embedded_evaluator(weights, device)
         self.weights_hash = self.evaluator.weights_hash
         self.resize = self.evaluator.resize
@@ -224,7 +258,8 @@ def _cfg(eval_cfg, key, default=None):
 
 
 EXTRACTORS = {
-    "fid": lambda cfg, device: InceptionFID(_cfg(cfg, "inception_weights"), device),
+    "fid": lambda cfg, device: InceptionFID(_cfg(cfg, "inception_weights"), device,
+                                            _cfg(cfg, "inception_resize") or "clean"),
     "fd_clip": lambda cfg, device: OpenCLIPImageFeatures(_cfg(cfg, "fd_clip_model") or "ViT-B-32",
                                                           _cfg(cfg, "fd_clip_pretrained"), device),
     "fd_embedded": lambda cfg, device: EmbeddedImageFeatures(_cfg(cfg, "embedded_weights"), device),
@@ -241,7 +276,7 @@ def build_feature_extractor(name: str, eval_cfg=None, device: torch.device | str
     """The extractor registered as ``name``; one instance per (name, weights settings, device)."""
     if name not in EXTRACTORS:
         raise FeatureExtractorError(f"unknown feature space {name!r} in eval.fd_features; known: {sorted(EXTRACTORS)}")
-    keys = ("inception_weights", "fd_clip_model", "fd_clip_pretrained", "embedded_weights")
+    keys = ("inception_weights", "inception_resize", "fd_clip_model", "fd_clip_pretrained", "embedded_weights")
     settings = tuple((k, _cfg(eval_cfg, k)) for k in keys)
     return _cached_extractor(name, settings, str(torch.device(device)))
 

@@ -25,9 +25,15 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
 
+from hartkit.data.files import ImageStore
+from hartkit.data.images import center_crop_resize, decode_image, resize_filter, to_rgb
+from hartkit.eval.config import EvalConfig
 from hartkit.eval.generation import GenerationMetrics
 from hartkit.eval.image_checks import log_failures
+from hartkit.utils.logging import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +86,6 @@ def list_items(store, meta: dict) -> list[FolderItem]:
 
 def _read(store, item: FolderItem, resolution: int | None, resample) -> tuple[torch.Tensor | None, str | None]:
     """(uint8 3xHxW, None) or (None, why it cannot be read). Reference images are resized when resample is set."""
-    from hartkit.data.images import center_crop_resize, decode_image, to_rgb
-
     try:
         img = to_rgb(decode_image(store.read(item.name), item.name))
     except Exception as exc:  # any decoder failure is a bad file, reported by name
@@ -114,11 +118,6 @@ def score_folder(generated: str | Path, eval_cfg=None, device: torch.device | st
 
     Corrupt or wrongly sized generated images are excluded and listed in ``failures``.
     """
-    from tqdm import tqdm
-
-    from hartkit.data.files import ImageStore
-    from hartkit.data.images import resize_filter
-
     gen_store = ImageStore(Path(generated).expanduser())
     gen_items = list_items(gen_store, _load_meta(gen_store, meta))
     if not gen_items:
@@ -172,11 +171,6 @@ def score_folder(generated: str | Path, eval_cfg=None, device: torch.device | st
 
 
 def main(argv: list[str] | None = None) -> None:
-    from omegaconf import OmegaConf
-
-    from hartkit.eval.config import EvalConfig
-    from hartkit.utils.logging import setup_logging
-
     p = argparse.ArgumentParser(description="Score a folder of generated images against a reference folder.")
     p.add_argument("generated", help="folder or zip of generated images (<category>/<id>.png)")
     p.add_argument("--reference", required=True, help="folder or zip of real images in the same layout")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from hartkit.utils.distributed import all_reduce_sum
+from hartkit.utils.distributed import all_reduce_sum, is_main
 from hartkit.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,6 @@ def cached_reference_stats(cache_dir: str | os.PathLike, key: str, compute_fn) -
 
     Returns (stats, loaded_from_cache). Only rank 0 writes the cache file.
     """
-    from hartkit.utils.distributed import is_main
-
     path = stats_cache_path(cache_dir, key)
     cached = load_stats(path, key)
     if cached is not None:

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from hartkit.eval.clip_score import build_clip_scorer, clip_score_from_sum
+from hartkit.eval.embedded import get_embedded_evaluator
+from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 from hartkit.eval.features import build_feature_extractor
 from hartkit.eval.frechet import FrechetStats, compute_fd, load_stats, save_stats, stats_cache_path
 from hartkit.eval.image_checks import log_failures, split_valid, stack_valid
@@ -133,9 +135,6 @@ class GenerationMetrics:
                              for n in _cfg(eval_cfg, "clip_score", ["clip_score_embedded"])}
         self.prompt_accuracy = None
         if _cfg(eval_cfg, "prompt_accuracy", True):
-            from hartkit.eval.embedded import get_embedded_evaluator
-            from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
-
             self.prompt_accuracy = PromptAccuracy(get_embedded_evaluator(_cfg(eval_cfg, "embedded_weights"), self.device))
         self.gen_stats: dict[str, dict[str, FrechetStats]] = {n: {} for n in self.extractors}
         self.ref_stats: dict[str, dict[str, FrechetStats]] = {n: {} for n in self.extractors}

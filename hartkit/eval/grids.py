@@ -25,7 +25,7 @@ def _to_hwc(img_3HW: torch.Tensor):
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when a figure is saved (callers chose the backend)
 
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
@@ -35,7 +35,7 @@ def _save(fig, path: Path) -> Path:
 
 def save_labelled_rows(rows: list[tuple[str, torch.Tensor]], path: str | Path, title: str = "") -> Path:
     """One row per (name, images B x 3 x H x W); the same B images in every row."""
-    import matplotlib
+    import matplotlib  # heavy, and choosing the Agg backend is process-wide: only when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -60,7 +60,7 @@ def save_labelled_rows(rows: list[tuple[str, torch.Tensor]], path: str | Path, t
 def save_captioned_samples(images: torch.Tensor, captions: list[str], path: str | Path, title: str = "",
                            cols: int = 4, width: int = 28) -> Path:
     """Images with their whole captions wrapped under them (nothing cut off)."""
-    import matplotlib
+    import matplotlib  # heavy, and choosing the Agg backend is process-wide: only when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

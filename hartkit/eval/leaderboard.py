@@ -46,6 +46,7 @@ import pandas as pd
 from hartkit.eval.intervals import intervals_separate
 from hartkit.records import ResultRecord, iter_records
 from hartkit.utils.io import atomic_write, atomic_write_text
+from hartkit.utils.logging import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ RUN_ONLY_KEYS = ("run_name", "paths", "logger", "stages", "resume", "retrain", "
 TOKENIZER_COLUMNS = ["rfid", "rfd_embedded", "rfd_clip", "rfd_dinov2", "rkid", "rkid_embedded", "rkid_clip",
                      "psnr", "ssim", "prompt_accuracy", "prompt_accuracy/shape", "class_accuracy", "codebook_usage",
                      "bits_per_image"]
-GENERATOR_COLUMNS = ["fid", "fd_embedded", "fd_clip", "fd_dinov2", "kid", "kid_embedded", "kid_clip", "clip_score",
+GENERATOR_COLUMNS = ["fid", "fd_embedded", "fd_clip", "fd_dinov2", "kid", "kid_embedded", "kid_clip",
+                     "inception_score", "precision", "recall", "clip_score",  # eval=imagenet256: higher is better
                      "clip_score_embedded", "prompt_accuracy", "prompt_accuracy/shape", "prompt_accuracy/color",
                      "prompt_accuracy/position", "class_accuracy", "latency_s", "throughput_img_s"]
 PRIMARY = ["rfid", "rfd_embedded", "rfd_clip", "fid", "fd_embedded", "fd_clip"]  # sort key (ascending)
@@ -321,7 +323,7 @@ def plot_protocol(entries: list[dict], metrics: list[str], title: str, path: Pat
     scatter = speed is not None and quality is not None
     if not panels:
         return None
-    import matplotlib
+    import matplotlib  # heavy, and choosing the Agg backend is process-wide: only when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -479,8 +481,6 @@ def remove_stale_plots(plot_dir: Path, keep: list[Path]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from hartkit.utils.logging import setup_logging
-
     parser = argparse.ArgumentParser(description="Build results/leaderboard.md and .csv (and plots) from the records.")
     parser.add_argument("--results", default="results", help="results folder holding records/ (default: results)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

@@ -9,12 +9,16 @@
   ``eval.resolution`` (256 / 512 / 1024) with ``eval.resize_filter``, overall
   and per-category FID and CLIP score. Reference statistics are computed once
   and cached under ``eval.stats_cache``.
+- ``eval=imagenet256``: class-conditional ImageNet (``data=imagenet data.path=...``),
+  ``eval.samples_per_class`` samples of every class against a reference (an ADM
+  reference batch npz, an image folder, or the val split): FID, Inception Score,
+  precision / recall (``hartkit.eval.imagenet``).
 
 The stages use it like this::
 
     es = evaluation_set(cfg.data, cfg.eval)
-    metrics = GenerationMetrics(cfg.eval, device)
-    metrics.reference_from_cache_or(es.cache_key, es.reference_batches)
+    metrics = es.make_metrics(cfg.eval, device)            # GenerationMetrics (or the protocol's subclass)
+    es.load_reference(metrics)                             # cached reference statistics / features
     for s in range(0, len(es.prompts), bs):   # generate one image per prompt
         metrics.update(generate(es.prompts[s:s+bs]), es.prompts[s:s+bs], es.categories[s:s+bs])
     record_protocol = es.protocol("generation", metrics)
@@ -30,13 +34,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
+from hartkit.data import build_dataset
+from hartkit.eval.generation import GenerationMetrics
 from hartkit.records import Protocol
 from hartkit.utils.hashing import config_hash
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("embedded", "mjhq30k")
+PROTOCOLS = ("embedded", "mjhq30k", "imagenet256")
 
 
 def _get(cfg, key, default=None):
@@ -45,8 +53,6 @@ def _get(cfg, key, default=None):
 
 
 def _plain(cfg) -> dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     if dataclasses.is_dataclass(cfg):
@@ -81,13 +87,23 @@ class EvaluationSet:
 
     def reference_batches(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
         """(uint8 images B x 3 x R x R, categories) of the reference set, in order."""
-        from tqdm import tqdm
-
         ds = self.dataset
         for s in tqdm(range(0, len(ds), self.batch_size), desc=f"reference {self.dataset_name}", leave=False):
             rows = ds[s : s + self.batch_size]
             arrays = np.stack([np.asarray(im.convert("RGB")) for im in rows["image"]])
             yield torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous(), list(rows["category"])
+
+    def category_ids(self) -> list[int]:
+        """The class id of each prompt (what a class-conditional generator gets)."""
+        return list(self.dataset["category_id"])
+
+    def make_metrics(self, eval_cfg, device, distributed: bool | None = None):
+        """The metrics object this protocol scores with."""
+        return GenerationMetrics(eval_cfg, device, distributed)
+
+    def load_reference(self, metrics) -> bool:
+        """Reference statistics into ``metrics`` (cached under ``eval.stats_cache``); True on a cache hit."""
+        return metrics.reference_from_cache_or(self.cache_key, self.reference_batches)
 
     def protocol(self, task: str, metrics_obj) -> Protocol:
         """The record's Protocol: this set + the metric object's feature extractors and implementation."""
@@ -105,8 +121,6 @@ def heldout_set(es: EvaluationSet):
     images are test images n .. 2n-1, rendered exactly like the reference. Other datasets return None
     (callers then split the reference in halves, at n/2).
     """
-    from hartkit.data import build_dataset
-
     data = dict(es.data_cfg)
     if data.get("name") not in ("synthscenes", "photos"):
         return None
@@ -120,12 +134,15 @@ def heldout_set(es: EvaluationSet):
 
 def evaluation_set(data_cfg, eval_cfg) -> EvaluationSet:
     """Reference dataset and prompts of ``eval.protocol`` for the configured data."""
-    from hartkit.data import build_dataset
-
     name = _get(eval_cfg, "protocol", "embedded")
     if name not in PROTOCOLS:
         raise ValueError(f"eval.protocol={name!r} is unknown; use one of {list(PROTOCOLS)}")
     data = _plain(data_cfg)
+    if name == "imagenet256":
+        # inside: hartkit.eval.imagenet imports this module (a cycle at the top)
+        from hartkit.eval.imagenet import imagenet_evaluation_set
+
+        return imagenet_evaluation_set(data, eval_cfg)
     if name == "mjhq30k" and data.get("name") != "mjhq30k":
         raise ValueError("eval=mjhq30k scores against MJHQ-30K images: also set data=mjhq30k "
                          "data.path=/path/to/mjhq30k_imgs.zip (or the unpacked folder)")

@@ -40,9 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from hartkit.data import synthscenes
+from hartkit.data import build_dataset, synthscenes
+from hartkit.data.config import DataConfig
 from hartkit.data.synthscenes import COLORS, POSITIONS, SHAPES, SIZES, parse_caption
 from hartkit.eval.embedded.model import (
     CONFIG_PATH,
@@ -53,8 +55,10 @@ from hartkit.eval.embedded.model import (
     load_config,
     load_weights,
 )
+from hartkit.eval.embedded.quality import measure_quality
 from hartkit.utils.hashing import file_sha256
 from hartkit.utils.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
+from hartkit.utils.logging import setup_logging
 
 log = logging.getLogger("hartkit.eval.train_embedded")
 
@@ -104,11 +108,6 @@ def render_scenes(split: str, start: int, count: int, resolution: int, seed: int
 
 def load_photos(size: int, resolution: int, seed: int) -> tuple[torch.Tensor, list[str]]:
     """Captioned crops of the bundled photographs (train split), uint8 N x 3 x H x W."""
-    from omegaconf import OmegaConf
-
-    from hartkit.data import build_dataset
-    from hartkit.data.config import DataConfig
-
     cfg = OmegaConf.structured(DataConfig(name="photos", resolution=resolution, seed=seed, train_size=size,
                                           test_size=10))
     ds = build_dataset(cfg, "train")
@@ -369,8 +368,6 @@ def _train(args: argparse.Namespace) -> dict:
     weights_path = out / "weights.safetensors"
     digest = save_weights(weights_path, model.state_dict(), args.seed)
 
-    from hartkit.eval.embedded.quality import measure_quality
-
     # validation numbers of exactly what ships: the fp16 file, reloaded
     shipped = load_weights(build_model(args.model_config), weights_path)
     val = measure_quality(EmbeddedEvaluator(model=shipped), val_images, val_prompts,
@@ -424,8 +421,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from hartkit.utils.logging import setup_logging
-
     setup_logging()
     train(build_parser().parse_args(argv))
 

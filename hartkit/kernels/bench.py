@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from hartkit.kernels.block_mask import key_tiles_visited
 from hartkit.kernels.reference import (
@@ -111,8 +112,6 @@ def peak_mib(fn: Callable[[], object], device: torch.device) -> float:
         del out
         return peak / 2**20
     # CPU: replay the profiler's allocation/free events of the call in time order.
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
     del out
@@ -168,6 +167,7 @@ def _quantize_methods(z: torch.Tensor, codebook: torch.Tensor,
         ("PyTorch chunked (chunk 1024)", lambda: nearest_code_torch(z, codebook, chunk=1024)),
     ]
     if with_triton:
+        # optional and heavy: Triton (and its JIT) only on the Triton path
         from hartkit.kernels.triton_nearest_code import nearest_code_triton
 
         methods += [("Triton fused", lambda: nearest_code_triton(z, codebook)),
@@ -239,7 +239,7 @@ def attention_cases(device: torch.device, smoke: bool) -> tuple[list[AttentionCa
 
 def _flex_attention(sid: torch.Tensor, length: int, device: torch.device):
     """A compiled FlexAttention call with the scale mask as a block mask, or the reason it is unavailable."""
-    try:
+    try:  # optional: FlexAttention exists from torch 2.5 on
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError as err:
         return None, f"FlexAttention unavailable in torch {torch.__version__}: {err}"
@@ -265,6 +265,7 @@ def _rope_impl(sid: torch.Tensor, rope) -> tuple[str, Callable]:
 
 
 def _triton_attention_impls(sid: torch.Tensor, rope) -> list[tuple[str, Callable]]:
+    # optional and heavy: Triton (and its JIT) only on the Triton path
     from hartkit.kernels.triton_attention import block_causal_attention_triton
 
     return [("Triton block-causal flash", lambda q, k, v: block_causal_attention_triton(q, k, v, sid)),
@@ -384,7 +385,7 @@ def render_table(table: Table) -> str:
 def render_report(tables: list[Table], device: torch.device, command: str, smoke: bool, warmup: int,
                   iters: int) -> str:
     try:
-        import triton
+        import triton  # optional: only its version is reported
 
         triton_version = triton.__version__
     except ImportError:

@@ -29,7 +29,7 @@ def get_backend() -> str:
 
 def triton_available() -> bool:
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401  (optional: is it installed and importable?)
     except Exception:
         return False
     return True

@@ -17,6 +17,7 @@ def nearest_code(z_NC: torch.Tensor, codebook_VC: torch.Tensor, cosine: bool = F
     codebook on both paths, as ``codebook_VC[idx_N]`` is (the VQ loss trains the codebook).
     """
     if dispatch.resolve(z_NC.device, backend) == "triton":
+        # optional and heavy: Triton (and its JIT) only on the Triton path
         from hartkit.kernels.triton_nearest_code import nearest_code_triton
 
         return nearest_code_triton(z_NC, codebook_VC, cosine=cosine, return_codes=return_codes)
@@ -36,6 +37,7 @@ def block_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sc
     the kernel on the Triton path.
     """
     if scale_ids_L is not None and dispatch.resolve(q.device, backend) == "triton":
+        # optional and heavy: Triton (and its JIT) only on the Triton path
         from hartkit.kernels.triton_attention import block_causal_attention_triton
 
         return block_causal_attention_triton(q, k, v, scale_ids_L, scale=scale, rope=rope)

@@ -1,6 +1,7 @@
-"""Scale-out helpers: W&B sweep command lines, rank sharding of evaluation work.
+"""Scale-out helpers: W&B sweep command lines and the SLURM/submitit task environment.
 
 Distributed training itself lives in ``hartkit.engine`` (DDP, rank-sliced
-batches, rank-0 checkpoints); these helpers are for running many experiments
-(sweeps, multirun) and for splitting evaluation across ranks.
+batches, rank-0 checkpoints) and the evaluation stages split their own work
+across ranks; these helpers are for running many experiments (sweeps,
+multirun, SLURM jobs).
 """

@@ -23,7 +23,7 @@ def export_submitit_task_env() -> bool:
     """
     if "RANK" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
         return False
-    try:
+    try:  # optional (the slurm extra): only inside a submitit job
         import submitit
         from submitit.helpers import TorchDistributedEnvironment
     except ImportError:  # submitit sets SUBMITIT_EXECUTOR, so it is installed; be safe anyway

@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
+from hartkit import configs
+from hartkit.config import register_configs
 from hartkit.errors import UserError
 
 REQUIRED_MACRO = "${args_no_hyphens}"
@@ -65,7 +69,7 @@ def agent_command(cfg: Mapping[str, Any], params: Mapping[str, Any]) -> list[str
     is exactly ``${name}`` is replaced by the list of that name, ``python`` is the
     interpreter and ``/usr/bin/env`` the env (non-Windows).
     """
-    from wandb.sdk.launch.sweeps import utils as sweep_utils
+    from wandb.sdk.launch.sweeps import utils as sweep_utils  # optional (the wandb extra) and heavy
 
     command = sweep_utils.create_sweep_command(list(cfg["command"]))
     sweep_vars: dict[str, Any] = sweep_utils.create_sweep_command_args(
@@ -122,12 +126,6 @@ def compose_many(override_lists: list[list[str]], config_dir: str | os.PathLike 
 
     A failure raises ``SweepConfigError`` naming ``labels[i]`` (default: the overrides) of the list that failed.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from hartkit import configs
-    from hartkit.config import register_configs
-
     register_configs()
     GlobalHydra.instance().clear()
     composed = []

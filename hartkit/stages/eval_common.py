@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 
-from hartkit.records import ResultRecord
+from omegaconf import OmegaConf
+
+from hartkit.engine.artifact import read_summary
+from hartkit.records import ResultRecord, write_record
 from hartkit.utils import distributed as dist_utils
+from hartkit.utils.env import git_commit, hardware_info
 
 log = logging.getLogger(__name__)
 
@@ -15,8 +20,6 @@ def trained_commit(artifact_dir) -> str | None:
     if not artifact_dir:
         return None
     try:
-        from hartkit.engine.artifact import read_summary
-
         summary = read_summary(artifact_dir)
     except (OSError, ValueError):
         return None
@@ -26,11 +29,6 @@ def trained_commit(artifact_dir) -> str | None:
 def save_baseline_record(ctx, record: ResultRecord):
     """Write a baseline's record with the run's provenance, but not to the experiment logger: its summary
     holds the trained model's metrics (``<stage>/<metric>``, what sweeps optimise)."""
-    import sys
-
-    from hartkit.records import write_record
-    from hartkit.utils.env import git_commit, hardware_info
-
     record.run_id = ctx.run_id
     record.hardware = record.hardware or hardware_info(ctx.device)
     record.git_commit = record.git_commit or git_commit()
@@ -44,8 +42,6 @@ def save_baseline_record(ctx, record: ResultRecord):
 
 def baseline_config(cfg) -> dict:
     """A baseline's config: only what it depends on (data, eval, seed), so reruns for other tokenizers replace it."""
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["data", "eval", "seed"]), resolve=True)
 
 

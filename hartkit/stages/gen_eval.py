@@ -36,8 +36,26 @@ import logging
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
+from hartkit.ar_models import sampling  # called as sampling.generate_images: patchable on its module
+from hartkit.ar_models.efficiency import (
+    generation_macs,
+    latency_and_throughput,
+    parameter_counts,
+    steps_of,
+    time_generation,
+)
+from hartkit.ar_models.grid import save_sample_grid
+from hartkit.errors import ConfigError
+from hartkit.eval.baselines import CEILING, FLOOR, mean_colour
+from hartkit.eval.generation import GenerationMetrics
+from hartkit.eval.grids import save_captioned_samples
+from hartkit.eval.protocols import evaluation_set, heldout_set
 from hartkit.records import ResultRecord
+from hartkit.stages import generator as generator_stage  # the same for get_tokenizer / get_generator
+from hartkit.stages.eval_common import baseline_config, cell, save_baseline_record, trained_commit
+from hartkit.tokenizers.quantizers import tokenizer_label
 from hartkit.utils import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -46,18 +64,11 @@ log = logging.getLogger(__name__)
 def sampling_kwargs(cfg) -> dict:
     s = cfg.ar.sampling
     return {"cfg": float(s.cfg), "top_k": int(s.top_k), "top_p": float(s.top_p), "diffusion_steps": s.diffusion_steps,
-            "diffusion_cfg": cfg.ar.diffusion.cfg}
+            "diffusion_cfg": cfg.ar.diffusion.cfg, "temperature": float(s.get("temperature", 1.0)),
+            "diffusion_temperature": float(s.get("diffusion_temperature", 1.0))}
 
 
 def efficiency_report(ctx, model, tokenizer, prompts: list[str], cat_ids: torch.Tensor) -> dict:
-    from hartkit.ar_models.efficiency import (
-        generation_macs,
-        latency_and_throughput,
-        parameter_counts,
-        steps_of,
-    )
-    from hartkit.ar_models.sampling import generate_images
-
     cfg = ctx.cfg
     kw = sampling_kwargs(cfg)
     counts = parameter_counts(model, tokenizer)
@@ -85,12 +96,10 @@ def efficiency_report(ctx, model, tokenizer, prompts: list[str], cat_ids: torch.
         g = torch.Generator(device=ctx.device).manual_seed(0)
         reps = (batch + len(conds) - 1) // len(conds)
         c = (torch.cat([conds] * reps) if isinstance(conds, torch.Tensor) else list(conds) * reps)[:batch]
-        return generate_images(model, tokenizer, c, generator=g, **kw, **extra)
+        return sampling.generate_images(model, tokenizer, c, generator=g, **kw, **extra)
 
     out.update({k: float(v) for k, v in latency_and_throughput(gen, ctx.device, max_batch=max_batch).items()})
     if model.kind == "hybrid":
-        from hartkit.ar_models.efficiency import time_generation
-
         out["latency_discrete_only_s"] = time_generation(lambda b: gen(b, skip_residual=True), 1, ctx.device)
         out["residual_overhead_pct"] = 100.0 * (out["latency_s"] / out["latency_discrete_only_s"] - 1.0)
     return out
@@ -105,29 +114,24 @@ def _resize_to(images: torch.Tensor, resolution: int) -> torch.Tensor:
 
 @torch.no_grad()
 def run(ctx) -> None:
-    from tqdm.auto import tqdm
-
-    from hartkit.ar_models.grid import save_sample_grid
-    from hartkit.ar_models.sampling import generate_images
-    from hartkit.eval.generation import GenerationMetrics
-    from hartkit.eval.protocols import evaluation_set
-    from hartkit.stages.generator import get_generator, get_tokenizer
-
     cfg = ctx.cfg
-    tokenizer = get_tokenizer(ctx)
-    model = get_generator(ctx, tokenizer).eval()
+    tokenizer = generator_stage.get_tokenizer(ctx)
+    model = generator_stage.get_generator(ctx, tokenizer).eval()
     es = evaluation_set(cfg.data, cfg.eval)  # prompts + reference images of the protocol
     n = es.num_images
     if n < 2:
         raise ValueError(f"gen_eval needs at least 2 prompts, the {cfg.data.name} test split has {n}")
     prompts, categories = es.prompts, es.categories
-    cat_ids = torch.tensor(list(es.dataset["category_id"]), dtype=torch.long)
+    cat_ids = torch.tensor(es.category_ids(), dtype=torch.long)
+    if cfg.ar.condition == "class" and int(cat_ids.max()) >= int(cfg.ar.num_classes):
+        raise ConfigError(f"the protocol's class ids reach {int(cat_ids.max())} but ar.num_classes={cfg.ar.num_classes} "
+                          f"(id {cfg.ar.num_classes} is the null class); use a generator trained on these classes")
     if es.resolution != int(cfg.data.resolution):
         log.info("generated images (%d px) are resized to the protocol's %d px (bicubic, antialias)",
                  cfg.data.resolution, es.resolution)
 
-    metrics = GenerationMetrics(cfg.eval, ctx.device)
-    metrics.reference_from_cache_or(es.cache_key, es.reference_batches)
+    metrics = es.make_metrics(cfg.eval, ctx.device)  # GenerationMetrics, or the protocol's own (imagenet256)
+    es.load_reference(metrics)
 
     kw = sampling_kwargs(cfg)
     bs = int(cfg.ar.sampling.batch_size)
@@ -140,9 +144,10 @@ def run(ctx) -> None:
         idx = list(range(start, min(start + bs, n)))
         cond = cat_ids[idx] if cfg.ar.condition == "class" else [prompts[j] for j in idx]
         g = torch.Generator(device=ctx.device).manual_seed(int(cfg.ar.sampling.seed) * 1_000_003 + start // bs)
-        imgs = generate_images(model, tokenizer, cond, generator=g, **kw)
+        imgs = sampling.generate_images(model, tokenizer, cond, generator=g, **kw)
+        where = {"indices": idx} if getattr(metrics, "needs_indices", False) else {}  # IS splits: sample order
         metrics.update(_resize_to(((imgs + 1) / 2).float(), es.resolution), [prompts[j] for j in idx],
-                       [categories[j] for j in idx])
+                       [categories[j] for j in idx], **where)
         if grid_imgs is None:
             grid_imgs = (imgs[:16].cpu(), [prompts[j] for j in idx[:16]])
     scores = metrics.compute()
@@ -152,8 +157,6 @@ def run(ctx) -> None:
     intervals = metrics.intervals(n_boot, n_boot_fd) if n_boot else {}
     baseline_records, noise = [], {}
     if dist_utils.is_main():
-        from hartkit.eval.protocols import heldout_set
-
         held = heldout_set(es) if cfg.eval.get("baselines", True) else None
         noise = metrics.noise_floor(held[0], held[2]) if held is not None else metrics.noise_floor_halves()
         if cfg.eval.get("baselines", True):
@@ -173,20 +176,19 @@ def run(ctx) -> None:
         "artifact": str(gen_dir),
         "macs_note": "MACs = FLOPs / 2 from torch.utils.flop_counter.FlopCounterMode (matmul/conv/attention only)",
     }
+    if cfg.ar.get("checkpoint"):  # released weights (ar.checkpoint), not trained here
+        model_info.update(checkpoint=str(cfg.ar.checkpoint), train_steps=0)
     if dist_utils.is_main() and grid_imgs is not None:
         path = save_sample_grid(grid_imgs[0], grid_imgs[1], Path(gen_dir) / "gen_eval_samples.png")
         ctx.logger.log_image("gen_eval/samples", str(path), caption=" | ".join(grid_imgs[1][:4]))
         model_info["sample_grid"] = str(path)
     if dist_utils.is_main() and grid_imgs is not None:
-        from hartkit.eval.grids import save_captioned_samples
-
-        label = f"{cfg.tokenizer.name}+{cfg.ar.name}"
+        label = f"{tokenizer_label(cfg.tokenizer)}+{cfg.ar.name}"
         safe = "".join(c if c.isalnum() or c in "-_+." else "_" for c in f"{label}-{cfg.data.name}")
         save_captioned_samples(grid_imgs[0][:8], grid_imgs[1][:8], Path(ctx.results_dir) / "grids" / f"gen_eval-{safe}.png",
                                title=f"{label}: samples for the first test prompts")
-    from hartkit.stages.eval_common import baseline_config, save_baseline_record, trained_commit
 
-    record = ResultRecord(stage="gen_eval", label=f"{cfg.tokenizer.name}+{cfg.ar.name}", protocol=protocol,
+    record = ResultRecord(stage="gen_eval", label=f"{tokenizer_label(cfg.tokenizer)}+{cfg.ar.name}", protocol=protocol,
                           metrics=all_metrics, model=model_info, intervals=intervals, noise_floor=noise,
                           notes=list(metrics.notes), trained_commit=trained_commit(gen_dir))
     ctx.save_record(record)
@@ -211,8 +213,6 @@ PROMPT_METRICS = ("clip_score", "prompt_accuracy", "class_accuracy")
 
 def _score(cfg, device, reference_from, images_uint8, prompts, categories, n_boot, n_boot_fd, keep):
     """Score one baseline image set against the protocol's reference on this rank alone; keep the chosen keys."""
-    from hartkit.eval.generation import GenerationMetrics
-
     m = GenerationMetrics(cfg.eval, device, distributed=False)
     m.copy_reference_from(reference_from)
     for s in range(0, len(images_uint8), 128):
@@ -235,8 +235,6 @@ def _is_image_metric(key: str) -> bool:
 @torch.no_grad()
 def generation_baselines(cfg, device, es, metrics, held, n_boot: int, n_boot_fd: int) -> list:
     """(label, role, metrics, intervals, model info, notes) of the floor, the ceiling and the shuffled-prompt rows."""
-    from hartkit.eval.baselines import CEILING, FLOOR, mean_colour
-
     ref = torch.cat([b for b, _ in es.reference_batches()])
     prompts, cats = list(es.prompts), list(es.categories)
     n = len(ref)
@@ -270,8 +268,6 @@ def generation_baselines(cfg, device, es, metrics, held, n_boot: int, n_boot_fd:
 
 
 def format_generation_rows(rows: list, noise: dict) -> str:
-    from hartkit.stages.eval_common import cell
-
     keys = [k for k in ("fid", "fd_embedded", "fd_clip", "kid", "kid_embedded", "kid_clip", "clip_score",
                         "clip_score_embedded", "prompt_accuracy") if any(k in r[2] for r in rows)]
     cells = [(label if role == "model" else f"{label} [{role}]", [cell(m, ci, k) for k in keys])

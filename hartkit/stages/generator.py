@@ -21,7 +21,13 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from hartkit.ar_models.grid import save_sample_grid
 from hartkit.ar_models.model import ScaleAR, TokenSpec
+from hartkit.ar_models.sampling import generate_images
+from hartkit.ar_models.token_cache import encode_dataset, load_cache, save_cache
+from hartkit.ar_models.trainer import train_generator
+from hartkit.ar_models.var_official import load_var_generator
+from hartkit.data import ImageTensorDataset, build_dataset, collate
 from hartkit.engine import finish_artifact, is_finished, load_artifact_weights, mark_unfinished
 from hartkit.engine.rng import reseed
 from hartkit.errors import ConfigError
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def get_tokenizer(ctx):
+    # inside: the recon_eval stage module loads torchmetrics (seconds), which training a generator never needs
     from hartkit.stages.recon_eval import get_tokenizer as _get
 
     tok = _get(ctx).to(ctx.device)
@@ -46,14 +53,14 @@ def token_cache_dir(ctx) -> Path:
 
 def get_token_cache(ctx, tokenizer) -> dict:
     """The encoded train split: loaded from disk, or encoded once and written (rank 0)."""
-    from hartkit.ar_models.token_cache import encode_dataset, load_cache, save_cache
-
     folder = token_cache_dir(ctx)
+    # rank 0 decides for every rank: a rank that looked later could find the cache rank 0 has just written,
+    # skip the encoding and its barrier, and leave the ranks one collective apart (a hang at the next one)
     cache = load_cache(folder)
-    if cache is not None and not ctx.cfg.retrain:
+    if dist_utils.broadcast_object(cache is not None and not ctx.cfg.retrain):
+        cache = cache if cache is not None else load_cache(folder)
         log.info("token cache: %s (%d images)", folder, len(cache["prompts"]))
         return cache
-    from hartkit.data import ImageTensorDataset, build_dataset, collate
 
     train = ImageTensorDataset(build_dataset(ctx.cfg.data, "train"))
     encoded = encode_dataset(tokenizer, train, 64, ctx.device, collate, desc="encode train split")
@@ -74,8 +81,6 @@ def build_generator(ar_cfg, tokenizer, num_categories: int | None = None) -> Sca
 
 def grid_prompts(ctx, n: int) -> tuple[list[str], torch.Tensor]:
     """The first ``n`` prompts (and category ids) of the held-out split: what the sample grid shows."""
-    from hartkit.data import build_dataset
-
     test = build_dataset(ctx.cfg.data, "test")
     n = min(n, len(test))
     rows = test.select(range(n))
@@ -83,9 +88,6 @@ def grid_prompts(ctx, n: int) -> tuple[list[str], torch.Tensor]:
 
 
 def make_grid_fn(ctx, tokenizer):
-    from hartkit.ar_models.grid import save_sample_grid
-    from hartkit.ar_models.sampling import generate_images
-
     cfg = ctx.cfg
     prompts, cat_ids = grid_prompts(ctx, int(cfg.ar.train.grid_size))
     s = cfg.ar.sampling
@@ -117,6 +119,8 @@ def get_generator(ctx, tokenizer) -> ScaleAR:
     if model is not None:
         return model
     art = ctx.artifact_dir("generator")
+    if ctx.cfg.ar.get("checkpoint"):  # official weights (ar=var_d* ar.checkpoint=...): nothing to train
+        return pretrained_generator(ctx, tokenizer)
     if not is_finished(art):
         raise FileNotFoundError(f"no finished generator artifact at {art} for this config; "
                                 "run stages=[tokenizer,generator,gen_eval] (or add generator to stages) first")
@@ -125,10 +129,22 @@ def get_generator(ctx, tokenizer) -> ScaleAR:
     return model
 
 
+def pretrained_generator(ctx, tokenizer) -> ScaleAR:
+    """``ar.checkpoint``: VAR's official generator weights, loaded instead of trained (hartkit.ar_models.var_official)."""
+    model = load_var_generator(ctx.cfg.ar, tokenizer, ctx.device)
+    ctx.state["generator"], ctx.state["generator_dir"] = model, ctx.artifact_dir("generator")
+    return model
+
+
 def run(ctx) -> None:
     cfg = ctx.cfg
     tokenizer = get_tokenizer(ctx)
     art = ctx.artifact_dir("generator")
+    if cfg.ar.get("checkpoint"):
+        pretrained_generator(ctx, tokenizer)
+        log.info("generator %s: official weights from ar.checkpoint=%s (not trained here)", cfg.ar.name,
+                 cfg.ar.checkpoint)
+        return
     if is_finished(art) and not cfg.retrain:
         ctx.state["generator"], ctx.state["generator_dir"] = load_generator(ctx, tokenizer, art), art
         log.info("generator %s: reusing the finished artifact %s (retrain=true trains again)", cfg.ar.name, art)
@@ -146,7 +162,6 @@ def run(ctx) -> None:
              "%d tokens per image, training %d steps -> %s", cfg.ar.name, cfg.tokenizer.name, model.kind,
              groups["total_trained"] / 1e6, groups["ar"] / 1e6, groups["diffusion_head"] / 1e6,
              groups["text_encoder_trained"] / 1e6, model.spec.num_tokens, cfg.ar.train.steps, art)
-    from hartkit.ar_models.trainer import train_generator
 
     commit = git_commit()  # the code this process runs (read now: the checkout may change while it trains)
     result = train_generator(model, cache, cfg.ar, art, ctx.device, seed=cfg.seed, resume=cfg.resume,

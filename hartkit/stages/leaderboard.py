@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pandas as pd
+
 from hartkit.eval.leaderboard import build_leaderboard
 from hartkit.utils.distributed import is_main
 
@@ -25,8 +27,6 @@ def run(ctx) -> None:
 def latest_rows(csv_path):
     """The leaderboard's current rows (newest run per config and seed), columns that hold a value: the table
     logged to the experiment tracker (W&B). None when there are no records."""
-    import pandas as pd
-
     frame = pd.read_csv(csv_path)
     if frame.empty:
         return None

@@ -44,7 +44,7 @@ def sample_indices(n_items: int, n_samples: int) -> list[int]:
 
 
 def save_grid(ds, indices: list[int], path: Path, title: str) -> None:
-    import matplotlib
+    import matplotlib  # heavy, and choosing the Agg backend is process-wide: only when a figure is drawn
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt

@@ -31,14 +31,27 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from hartkit.data import ImageTensorDataset, build_dataset, collate
+from hartkit.data.photos import TEST_PHOTOS
+from hartkit.eval.baselines import reconstruction_baselines
+from hartkit.eval.embedded import get_embedded_evaluator
+from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
+from hartkit.eval.frechet import FrechetStats, compute_fd
+from hartkit.eval.generation import kid_name
+from hartkit.eval.grids import save_labelled_rows
+from hartkit.eval.intervals import KID, bootstrap_mean
+from hartkit.eval.reconstruction import ReconstructionMetrics, _get, recon_metric_name
 from hartkit.records import Protocol, ResultRecord
 from hartkit.stages.eval_common import baseline_config, cell, save_baseline_record, trained_commit
 from hartkit.tokenizers import is_finished_artifact, load_tokenizer
 from hartkit.tokenizers.pretrained import load_pretrained_tokenizer, uses_pretrained
 from hartkit.tokenizers.quantizer import usage_stats
+from hartkit.tokenizers.quantizers import tokenizer_label
 from hartkit.utils import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -86,8 +99,6 @@ class ReconResult:
 
 
 def _resamples(eval_cfg) -> tuple[int, int]:
-    from hartkit.eval.reconstruction import _get
-
     return int(_get(eval_cfg, "bootstrap", 1000) or 0), int(_get(eval_cfg, "bootstrap_fd", 200) or 0)
 
 
@@ -99,11 +110,6 @@ def score_reconstruction(model, loader, eval_cfg, device, baselines=(), heldout=
     ``heldout``: other real images of the same protocol (B x 3 x H x W in [0, 1]) for the noise floor;
     None: the scored images split in two halves.
     """
-    from hartkit.eval.frechet import FrechetStats, compute_fd
-    from hartkit.eval.generation import kid_name
-    from hartkit.eval.intervals import KID
-    from hartkit.eval.reconstruction import ReconstructionMetrics, recon_metric_name
-
     model.eval()
     paths = decode_paths(model.kind)
     scorers = {suffix: ReconstructionMetrics(eval_cfg, device) for suffix, _ in paths}
@@ -199,12 +205,8 @@ RECON_PROMPT_METRICS = ("prompt_accuracy", "prompt_accuracy/shape", "prompt_accu
 
 def _prompt_judges(eval_cfg, names: list[str], device) -> dict | None:
     """One PromptAccuracy per decode path / baseline when the protocol scores prompts, else None."""
-    from hartkit.eval.reconstruction import _get
-
     if not _get(eval_cfg, "prompt_accuracy", False) or dist_utils.is_dist():
         return None  # per-image prompt scores are not gathered over ranks here
-    from hartkit.eval.embedded import get_embedded_evaluator
-    from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 
     evaluator = get_embedded_evaluator(_get(eval_cfg, "embedded_weights"), device)
     return {name: PromptAccuracy(evaluator) for name in names}
@@ -212,8 +214,6 @@ def _prompt_judges(eval_cfg, names: list[str], device) -> dict | None:
 
 def _prompt_scores(judge, n_boot: int) -> dict[str, tuple[float, list[float] | None]]:
     """{metric: (mean, 95% interval or None)} for RECON_PROMPT_METRICS; empty when no prompt followed the grammar."""
-    from hartkit.eval.intervals import bootstrap_mean
-
     if judge.count == 0:
         return {}
     per = judge.per_image()
@@ -238,10 +238,6 @@ def heldout_images(data_cfg, n: int, scored: int):
     images are test images ``scored .. 2*scored-1``; other datasets use what the test split has beyond
     the first ``n``. None when there is nothing left.
     """
-    from omegaconf import OmegaConf
-
-    from hartkit.data import build_dataset
-
     data = OmegaConf.to_container(data_cfg, resolve=True) if not isinstance(data_cfg, dict) else dict(data_cfg)
     if data.get("name") in ("synthscenes", "photos"):
         data["test_size"] = 2 * scored
@@ -251,18 +247,14 @@ def heldout_images(data_cfg, n: int, scored: int):
     if stop - start < 2:
         return None, ""
     rows = ds.select(range(start, stop))
-    import numpy as np
-
     arr = np.stack([np.asarray(im.convert("RGB")) for im in rows["image"]])
     images = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
     return images, f"test images [{start}, {stop}) vs the scored [0, {scored})"
 
 
 def run(ctx) -> None:
-    from hartkit.data import ImageTensorDataset, build_dataset, collate
-    from hartkit.eval.baselines import reconstruction_baselines
-
     cfg = ctx.cfg
+    label = tokenizer_label(cfg.tokenizer)  # name, plus the quantizer type when it is not VAR's
     model = get_tokenizer(ctx).to(ctx.device)
     model.check_image_size(cfg.data.resolution)
     test = build_dataset(cfg.data, "test")
@@ -274,7 +266,7 @@ def run(ctx) -> None:
     C, h = model.latent_channels, model.latent_size
     use_baselines = bool(cfg.eval.get("baselines", True))
     baselines = reconstruction_baselines(model.kind, model.patch_nums, model.vocab_size, (C, h, h),
-                                         int(cfg.data.resolution), label=cfg.tokenizer.name) if use_baselines else []
+                                         int(cfg.data.resolution), label=label) if use_baselines else []
     heldout, note = heldout_images(cfg.data, n, n) if use_baselines else (None, "")
     res = score_reconstruction(model, loader, cfg.eval, ctx.device, baselines, heldout, note)
     metrics = res.metrics
@@ -296,11 +288,11 @@ def run(ctx) -> None:
     art = ctx.state.get("tokenizer_dir")
     if art is None and not uses_pretrained(cfg.tokenizer):
         art = ctx.artifact_dir("tokenizer")
-    record = ResultRecord(stage="recon_eval", label=cfg.tokenizer.name, protocol=protocol, metrics=metrics,
+    record = ResultRecord(stage="recon_eval", label=label, protocol=protocol, metrics=metrics,
                           model=model_info, intervals=res.intervals, noise_floor=res.noise_floor,
                           trained_commit=trained_commit(art))
     ctx.save_record(record)
-    rows = [(cfg.tokenizer.name, "model", metrics, res.intervals)]
+    rows = [(label, "model", metrics, res.intervals)]
     if use_baselines:
         base_cfg = baseline_config(cfg)
         for name, (b, m, ci) in res.baselines.items():
@@ -316,14 +308,12 @@ def run(ctx) -> None:
                 noise_floor=res.noise_floor,
                 notes=["real-vs-real distances (the noise floor); a perfect reconstruction has rFD 0, PSNR inf, SSIM 1"]))
     if dist_utils.is_main() and res.grid_rows:
-        from hartkit.eval.grids import save_labelled_rows
-
-        grid = Path(ctx.results_dir) / "grids" / f"recon_eval-{_safe(cfg.tokenizer.name)}-{_safe(cfg.data.name)}.png"
-        save_labelled_rows(res.grid_rows, grid, title=f"{cfg.tokenizer.name} on {cfg.data.name}/test: reconstructions")
+        grid = Path(ctx.results_dir) / "grids" / f"recon_eval-{_safe(label)}-{_safe(cfg.data.name)}.png"
+        save_labelled_rows(res.grid_rows, grid, title=f"{label} on {cfg.data.name}/test: reconstructions")
         log.info("reconstruction grid: %s", grid)
         ctx.logger.log_image("recon_eval/reconstructions", str(grid), caption=", ".join(r[0] for r in res.grid_rows))
     ctx.state["recon_metrics"] = metrics
-    log.info("reconstruction of %s on %s/test (%d images, %d px):\n%s\n%s", cfg.tokenizer.name, cfg.data.name, n,
+    log.info("reconstruction of %s on %s/test (%d images, %d px):\n%s\n%s", label, cfg.data.name, n,
              cfg.data.resolution, format_table(metrics, model.kind), format_comparison(rows, res.noise_floor))
 
 
@@ -337,8 +327,6 @@ def recon_protocol(cfg, n: int, proto_fields: dict) -> Protocol:
     extra = dict(proto_fields.pop("extra", {}) or {})
     extra.update({k: v for k, v in proto_fields.items() if k not in known})
     if cfg.data.name == "photos":
-        from hartkit.data.photos import TEST_PHOTOS
-
         extra["source"] = (f"crops of only {len(TEST_PHOTOS)} test photographs ({', '.join(TEST_PHOTOS)}): "
                            "images are not independent")
     return Protocol(task="reconstruction", dataset=cfg.data.name, split="test", num_images=n,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from hartkit.data import ImageTensorDataset, build_dataset, collate
 from hartkit.engine import mark_unfinished
 from hartkit.engine.rng import reseed
 from hartkit.pipeline import StageError, artifact_dir, compose_run_config
@@ -25,6 +26,7 @@ from hartkit.tokenizers.pretrained import (
     read_state_dict,
     uses_pretrained,
 )
+from hartkit.tokenizers.trainer import train_tokenizer
 from hartkit.utils.env import git_commit
 
 log = logging.getLogger(__name__)
@@ -58,11 +60,8 @@ def run(ctx) -> None:
         if tok_cfg.freeze_quantizer_path:
             model.freeze_quantizer_path()
 
-    from hartkit.data import ImageTensorDataset, build_dataset, collate
-
     train_set = ImageTensorDataset(build_dataset(cfg.data, "train"))
     mark_unfinished(art)  # retraining: the old weights no longer count as finished
-    from hartkit.tokenizers.trainer import train_tokenizer
 
     log.info("tokenizer %s (%s): %.2f M parameters, %d tokens per image, training %d steps -> %s",
              tok_cfg.name, model.kind, model.num_parameters() / 1e6, model.num_tokens, tok_cfg.train.steps, art)

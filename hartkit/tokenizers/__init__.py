@@ -8,6 +8,7 @@ from hartkit.tokenizers.checkpoint import (
     save_tokenizer,
 )
 from hartkit.tokenizers.pretrained import load_pretrained_tokenizer, save_in_layout
+from hartkit.tokenizers.protocol import ScaleTokenizer, teacher_forcing_input
 from hartkit.tokenizers.tokenizer import ImageSizeError, MultiScaleTokenizer, TokenizerOutput
 from hartkit.tokenizers.tokens import KINDS, Tokens
 
@@ -16,6 +17,7 @@ __all__ = [
     "CheckpointMismatchError",
     "ImageSizeError",
     "MultiScaleTokenizer",
+    "ScaleTokenizer",
     "TokenizerOutput",
     "Tokens",
     "build_tokenizer",
@@ -24,4 +26,5 @@ __all__ = [
     "save_in_layout",
     "load_tokenizer",
     "save_tokenizer",
+    "teacher_forcing_input",
 ]

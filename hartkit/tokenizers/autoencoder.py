@@ -4,7 +4,7 @@ Module names follow VAR's tokenizer checkpoint (``vae_ch160v4096z32.pth``) so
 its state dict loads without renaming: ``conv_in``, ``down.{i}.block.{j}``,
 ``down.{i}.attn.{j}``, ``down.{i}.downsample.conv``, ``mid.{block_1,attn_1,
 block_2}``, ``norm_out``, ``conv_out`` and the decoder mirror with
-``up.{i}.upsample.conv`` (REFERENCE.md section 1).
+``up.{i}.upsample.conv`` (docs/reference.md, section 1).
 
 ``patch_shortcut`` (off for VAR's layout, on in the small CPU preset) adds a
 linear path around each network: the encoder adds ``patch_in``, a stride-f f x f

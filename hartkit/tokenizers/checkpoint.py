@@ -14,25 +14,26 @@ from typing import Any
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
 
-from hartkit.engine import is_finished
-from hartkit.errors import ConfigError
+from hartkit.engine import finish_artifact, is_finished
+from hartkit.errors import CheckpointMismatchError, ConfigError
 from hartkit.tokenizers.config import TokenizerConfig
+from hartkit.tokenizers.quantizers import quantizer_schema
 from hartkit.tokenizers.tokenizer import MultiScaleTokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
-DONE_FILE = "DONE"
-
-
-class CheckpointMismatchError(RuntimeError):
-    """Checkpoint keys or shapes do not match the model (no partial load happens)."""
 
 
 def tokenizer_config(tok_cfg: Any) -> DictConfig:
     """Validate a tokenizer config (dict / DictConfig) against the schema."""
     schema = OmegaConf.structured(TokenizerConfig)
-    return OmegaConf.merge(schema, tok_cfg if isinstance(tok_cfg, DictConfig) else OmegaConf.create(tok_cfg))
+    cfg = tok_cfg if isinstance(tok_cfg, DictConfig) else OmegaConf.create(tok_cfg)
+    q_schema = quantizer_schema(cfg.get("quantizer", None))  # None: VAR's codebook (the plain QuantizerConfig)
+    if q_schema is not None:
+        schema = OmegaConf.merge(schema, {"quantizer": OmegaConf.structured(q_schema)})
+    return OmegaConf.merge(schema, cfg)
 
 
 def build_tokenizer(tok_cfg: Any) -> MultiScaleTokenizer:
@@ -85,8 +86,6 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
 def save_tokenizer(model: MultiScaleTokenizer, tok_cfg: Any, folder: str | os.PathLike,
                    summary: dict | None = None) -> Path:
     """Write a finished artifact: model.safetensors + config.yaml, then DONE (rank 0; atomic)."""
-    from hartkit.engine import finish_artifact
-
     cfg = tokenizer_config(tok_cfg)
     finish_artifact(folder, model, OmegaConf.to_container(cfg, resolve=True), summary)
     return Path(folder)
@@ -98,8 +97,6 @@ def is_finished_artifact(folder: str | os.PathLike) -> bool:
 
 def load_tokenizer(path: str | os.PathLike, device: torch.device | str = "cpu") -> MultiScaleTokenizer:
     """Load a trained tokenizer from an artifact folder (or its model.safetensors) in eval mode."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     weights = path if path.is_file() else folder / WEIGHTS_FILE

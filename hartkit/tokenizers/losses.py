@@ -45,7 +45,7 @@ def build_lpips(weights: str | os.PathLike | None) -> nn.Module:
     path = Path(weights).expanduser()
     if not path.is_file():
         raise LPIPSUnavailableError(f"tokenizer.train.lpips_weights={path} does not exist")
-    from torchmetrics.functional.image.lpips import _LPIPS
+    from torchmetrics.functional.image.lpips import _LPIPS  # heavy (seconds): only when LPIPS is on
 
     model = _LPIPS(pretrained=True, net="vgg", pnet_rand=True)  # linear layers from torchmetrics, random backbone
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,7 +1,7 @@
 """Load (and write back) the public VAR and HART tokenizer checkpoints.
 
 VAR (``vae_ch160v4096z32.pth``): hartkit's module names are VAR's, so the
-state dict maps one to one (324 keys, REFERENCE.md section 1). HART: the same
+state dict maps one to one (324 keys, docs/reference.md, section 1). HART: the same
 keys prefixed ``vae.``, plus a PatchGAN discriminator under ``disc.`` that a
 tokenizer does not need.
 
@@ -21,6 +21,7 @@ import torch
 from hartkit.errors import ConfigError
 from hartkit.tokenizers.checkpoint import build_tokenizer, load_state_dict_checked, tokenizer_config
 from hartkit.tokenizers.tokenizer import MultiScaleTokenizer
+from hartkit.utils.io import atomic_save_safetensors, atomic_write, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +53,6 @@ def resolve_checkpoint_file(path: str | os.PathLike | None, fmt: str) -> Path:
     return p
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file, or of a .pth/.bin/.pt loaded safely (weights_only=True)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model", "module"):  # common training-script wrappers
-        if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
-            obj = obj[wrapper]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConfigError(f"{path} does not hold a flat state dict of tensors")
-    return dict(obj)
-
-
 def from_var_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(state)
 
@@ -94,8 +79,6 @@ def to_layout(model: MultiScaleTokenizer, fmt: str) -> dict[str, torch.Tensor]:
 
 def save_in_layout(model: MultiScaleTokenizer, path: str | os.PathLike, fmt: str) -> Path:
     """Write the weights in VAR's or HART's layout (.safetensors, or a .pth state dict)."""
-    from hartkit.utils.io import atomic_save_safetensors, atomic_write
-
     path = Path(path)
     state = to_layout(model, fmt)
     if path.suffix == ".safetensors":

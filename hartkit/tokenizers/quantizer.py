@@ -1,6 +1,6 @@
 """Multi-scale residual decomposition of a latent: VAR's quantizer and its continuous twin.
 
-The walk (REFERENCE.md section 1), with ``f_rest = f`` and ``f_hat = 0``, for
+The walk (docs/reference.md, section 1), with ``f_rest = f`` and ``f_hat = 0``, for
 each scale k of size pn_k (the last scale has the latent's own size):
 
 1. ``z = area_resize(f_rest, pn_k)`` (the last scale uses ``f_rest`` itself);
@@ -230,7 +230,7 @@ class MultiScaleQuantizer(nn.Module):
         """Replace codes nobody used lately by residual vectors of the last batch; returns how many.
 
         Without it a small codebook trained from scratch collapses (about 45% of
-        1024 codes used, REFERENCE.md section 9).
+        1024 codes used, docs/reference.md section 7).
         """
         if self.last_rest_NC is None or self._hit_updates == 0:
             return 0

@@ -2,7 +2,7 @@
 
 Layout (names as VAR's checkpoint): ``encoder -> quant_conv -> quantize ->
 post_quant_conv -> decoder``. The kinds differ only in what ``quantize`` does
-with the latent f (DESIGN.md, "The spine"):
+with the latent f (docs/design.md, "The spine's value: Tokens"):
 
 - discrete: every scale quantized; ``f_hat`` is the sum of the quantized scales.
 - hybrid: the same, plus the continuous residual ``f - f_hat``; decoding with it
@@ -24,7 +24,9 @@ import torch.nn as nn
 
 from hartkit.errors import ConfigError
 from hartkit.tokenizers.autoencoder import Decoder, Encoder
-from hartkit.tokenizers.quantizer import ContinuousScaleWalk, MultiScaleQuantizer, area_resize
+from hartkit.tokenizers.protocol import teacher_forcing_input
+from hartkit.tokenizers.quantizer import ContinuousScaleWalk, area_resize
+from hartkit.tokenizers.quantizers import build_quantizer
 from hartkit.tokenizers.tokens import KINDS, Tokens
 
 
@@ -64,7 +66,7 @@ class MultiScaleTokenizer(nn.Module):
             raise ConfigError(f"tokenizer.quantizer.patch_nums must increase strictly, got {list(self.patch_nums)}")
         self.latent_channels = int(ae["z_channels"])
         self.downsample = 2 ** (len(ae["ch_mult"]) - 1)
-        self.vocab_size = 0 if kind == "continuous" else int(q["vocab_size"])
+        self.vocab_size = 0  # discrete / hybrid: the quantizer's (VAR: q["vocab_size"]; FSQ: prod(levels))
         self.kl_weight = kl_weight
         self.residual_drop_p = residual_drop_p
         C = self.latent_channels
@@ -76,12 +78,10 @@ class MultiScaleTokenizer(nn.Module):
         self.quant_conv = nn.Conv2d(moments, moments, 3, padding=1)
         if kind == "continuous":
             self.quantize = ContinuousScaleWalk(C, self.patch_nums)
-        else:
-            self.quantize = MultiScaleQuantizer(
-                vocab_size=self.vocab_size, channels=C, patch_nums=self.patch_nums, num_phi=q.get("num_phi", 4),
-                phi_ratio=q.get("phi_ratio", 0.5), using_znorm=q.get("using_znorm", False), beta=q.get("beta", 0.25),
-                phi_on_last_scale=resolve_phi_on_last_scale(kind, q.get("phi_on_last_scale")),
-                chunk_size=q.get("chunk_size", 4096))
+        else:  # tokenizer.quantizer.type (hartkit/tokenizers/quantizers/); none: VAR's codebook, as always
+            self.quantize = build_quantizer(q, C, self.patch_nums,
+                                            resolve_phi_on_last_scale(kind, q.get("phi_on_last_scale")))
+            self.vocab_size = int(self.quantize.vocab_size)
         self.post_quant_conv = nn.Conv2d(C, C, 3, padding=1)
         self.decoder = Decoder(num_res_blocks=ae["dec_res_blocks"], in_channels=C, **common)
         self.frozen_quantizer_path = False
@@ -222,14 +222,14 @@ class MultiScaleTokenizer(nn.Module):
         return area_resize(f_hat, self.patch_nums[k + 1]).flatten(2).transpose(1, 2)
 
     def teacher_forcing_input(self, tokens: Tokens) -> torch.Tensor:
-        """(B, L - pn_1**2, C): the inputs of scales 2..K built from the ground-truth tokens."""
-        values = tokens.scales if self.kind == "continuous" else tokens.indices
-        f_hat = self.empty_f_hat(tokens.batch_size, values[0].device)
-        inputs = []
-        for k in range(len(self.patch_nums) - 1):
-            f_hat = self.add_scale(f_hat, k, values[k])
-            inputs.append(self.next_scale_input(f_hat, k))
-        return torch.cat(inputs, dim=1)
+        """(B, L - pn_1**2, C): the inputs of scales 2..K built from the ground-truth tokens
+        (``hartkit.tokenizers.protocol.teacher_forcing_input``, the one implementation)."""
+        return teacher_forcing_input(self, tokens)
+
+    @property
+    def phi_on_last_scale(self) -> bool:
+        """Whether the last scale's codes pass through Phi (VAR: yes; HART's hybrid: no; continuous: no Phi)."""
+        return bool(getattr(self.quantize, "phi_on_last_scale", False))
 
     def code_embedding(self, idx: torch.Tensor) -> torch.Tensor:
         """Codebook rows of ``idx`` (..., C)."""

@@ -1,7 +1,7 @@
 """The one token interface every tokenizer speaks and every AR model consumes.
 
 A latent ``f`` (B x C x h x w) is walked through scales ``pn_1 < ... < pn_K = h``
-(REFERENCE.md section 1). Per kind (DESIGN.md, "The spine"):
+(docs/reference.md, section 1). Per kind (docs/design.md, "The spine's value: Tokens"):
 
 | kind       | each scale k                        | after the last scale          |
 |------------|-------------------------------------|-------------------------------|

@@ -31,7 +31,15 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from hartkit.ar_models.model import ScaleAR, TokenSpec
+from hartkit.ar_models.token_cache import encode_dataset, to_token_batch
+from hartkit.data import ImageTensorDataset, build_dataset, collate
+from hartkit.engine import StepBatches
 from hartkit.engine.rng import seed_all
+from hartkit.scaleout.sweep import compose_overrides
+from hartkit.tokenizers import build_tokenizer
+from hartkit.tokenizers.losses import reconstruction_loss
+from hartkit.utils.io import atomic_write_text
 
 
 @dataclass
@@ -90,9 +98,6 @@ def _count_flops(step: Callable[[], None]) -> int:
 
 def tokenizer_step(cfg, variant: Variant, images: torch.Tensor) -> tuple[Callable[[], None], Callable[[], None]]:
     """(one training step of the configured tokenizer, the same step without compile for FLOP counting)."""
-    from hartkit.tokenizers import build_tokenizer
-    from hartkit.tokenizers.losses import reconstruction_loss
-
     tcfg = cfg.tokenizer.train
     model = build_tokenizer(cfg.tokenizer).train()
     if variant.channels_last:
@@ -117,11 +122,6 @@ def tokenizer_step(cfg, variant: Variant, images: torch.Tensor) -> tuple[Callabl
 
 
 def generator_step(cfg, variant: Variant, images: torch.Tensor, prompts: list[str]):
-    from hartkit.ar_models.model import ScaleAR, TokenSpec
-    from hartkit.ar_models.token_cache import encode_dataset, to_token_batch
-    from hartkit.data import collate
-    from hartkit.tokenizers import build_tokenizer
-
     tokenizer = build_tokenizer(cfg.tokenizer).eval()
     items = [{"image": img, "prompt": p, "category": "x", "category_id": 0, "index": i}
              for i, (img, p) in enumerate(zip(images, prompts))]
@@ -148,9 +148,6 @@ def generator_step(cfg, variant: Variant, images: torch.Tensor, prompts: list[st
 
 def data_pipeline(cfg, batches: int) -> dict[str, float]:
     """Images/s of StepBatches over the dataset (PIL decode per item) vs slicing one preloaded tensor."""
-    from hartkit.data import ImageTensorDataset, build_dataset, collate
-    from hartkit.engine import StepBatches
-
     bs = int(cfg.tokenizer.train.batch_size)
     train = ImageTensorDataset(build_dataset(cfg.data, "train"))
     loader = StepBatches(train, bs, seed=0, collate_fn=collate)
@@ -176,8 +173,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", default="all", help="comma-separated variant names, or all")
     parser.add_argument("--out", default=None, help="also write the table (markdown) here")
     args = parser.parse_args(argv)
-
-    from hartkit.scaleout.sweep import compose_overrides
 
     cfg = compose_overrides(list(args.overrides))
     load_before = os.getloadavg()
@@ -237,8 +232,6 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        from hartkit.utils.io import atomic_write_text
-
         atomic_write_text(args.out, text)
 
 

@@ -67,7 +67,3 @@ def broadcast_object(obj):
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
-
-def cleanup() -> None:
-    if is_dist():
-        dist.destroy_process_group()

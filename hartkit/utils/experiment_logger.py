@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import string
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,15 +134,25 @@ def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def run_id_file(full_config: dict[str, Any]) -> Path:
-    """Where the W&B run id of this experiment is kept: ``<paths.artifacts>/wandb/<config hash>.json``.
+def run_id_name(full_config: dict[str, Any]) -> str:
+    """``run-<hash>.json``: the file that keeps the W&B run id of this experiment.
 
     The hash covers the experiment (data, models, training, evaluation, seed, W&B project) and leaves out how
-    it is run (stages, resume, devices, paths), so ``resume=true`` finds the id of the run it continues."""
+    it is run (stages, resume, devices, paths), so ``resume=true`` finds the id of the run it continues. An
+    artifact can serve several experiments (a sweep over generator settings trains one tokenizer), hence one
+    file per experiment."""
     identity = {k: v for k, v in full_config.items() if k not in _NOT_RUN_IDENTITY}
     logger = full_config.get("logger") or {}
     identity["wandb_project"] = [logger.get("project"), logger.get("entity")]
-    return Path(full_config["paths"]["artifacts"]) / "wandb" / f"run-{config_hash(identity)}.json"
+    return f"run-{config_hash(identity)}.json"
+
+
+def run_id_file(full_config: dict[str, Any], folder: str | os.PathLike | None = None) -> Path:
+    """Where the W&B run id of this experiment is kept inside an artifact folder: ``<folder>/wandb/run-<hash>.json``;
+    without a folder ``<paths.artifacts>/wandb/run-<hash>.json`` (for runs that use no artifact, and the place
+    earlier versions kept every id, still read on resume)."""
+    base = Path(folder) if folder is not None else Path(full_config["paths"]["artifacts"])
+    return base / "wandb" / run_id_name(full_config)
 
 
 def new_wandb_id() -> str:
@@ -150,37 +161,51 @@ def new_wandb_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-def _resumed_run_id(path: Path) -> str | None:
-    try:
-        return str(json.loads(path.read_text())["id"])
-    except (OSError, ValueError, KeyError):
-        return None
+def _resumed_run_id(paths: Sequence[Path]) -> str | None:
+    """The id in the most recently written of these files (a run that used fewer artifacts may be newer)."""
+    found = []
+    for path in paths:
+        try:
+            found.append((path.stat().st_mtime_ns, str(json.loads(path.read_text())["id"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return max(found)[1] if found else None
 
 
 def build_logger(cfg, full_config: dict[str, Any], run_name: str | None = None, resume: bool = False,
-                 group: str | None = None):
+                 group: str | None = None, artifact_dirs: Sequence[str | os.PathLike] = (),
+                 resume_dirs: Sequence[str | os.PathLike] = ()):
     """The run's logger (rank 0 only; other ranks log nothing).
 
-    ``resume=True`` continues the W&B run that the same experiment started (its id is kept under
-    ``<paths.artifacts>/wandb/``); inside a W&B sweep the agent chooses the run instead."""
+    The W&B run id is kept in the artifact folders this run trains or scores (``artifact_dirs``:
+    ``<artifact>/wandb/run-<experiment hash>.json``), or under ``<paths.artifacts>/wandb/`` when it uses none.
+    ``resume=True`` continues the W&B run that the same experiment started: the newest id found in
+    ``artifact_dirs``, ``resume_dirs`` (the experiment's other artifacts) or ``<paths.artifacts>/wandb/``.
+    Inside a W&B sweep the agent chooses the run instead."""
     if cfg.name == "none" or not is_main():
         return NullLogger()
     if cfg.name != "wandb":
         raise ConfigError(f"logger.name={cfg.name!r} is unknown; use logger=none or logger=wandb")
     in_sweep = bool(os.environ.get("WANDB_SWEEP_ID"))
-    id_file = run_id_file(full_config) if "paths" in full_config else None
+    has_paths = "paths" in full_config
+    id_files = [run_id_file(full_config, folder) for folder in artifact_dirs]
+    if not id_files and has_paths:
+        id_files = [run_id_file(full_config)]
     run_id = None
-    if resume and id_file is not None and not in_sweep:
-        run_id = _resumed_run_id(id_file)
+    if resume and not in_sweep:
+        others = [run_id_file(full_config, folder) for folder in resume_dirs]
+        candidates = list(dict.fromkeys([*id_files, *others, *([run_id_file(full_config)] if has_paths else [])]))
+        run_id = _resumed_run_id(candidates)
         if run_id is None:
-            log.info("resume=true: no W&B run of this experiment recorded at %s, starting a new one", id_file)
+            log.info("resume=true: no W&B run of this experiment recorded at %s, starting a new one",
+                     ", ".join(str(c) for c in candidates) or "(no paths.artifacts)")
     if run_id is None and not in_sweep and "WANDB_RUN_ID" not in os.environ:
         run_id = new_wandb_id()
     logger = WandbLogger(cfg, full_config, run_name=run_name, run_id=run_id, group=cfg.group or group)
-    if id_file is not None and logger.run_id and not in_sweep:
+    if logger.run_id and not in_sweep:
         from hartkit.utils.io import atomic_write_json
 
-        id_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(id_file, {"id": logger.run_id, "project": cfg.project, "entity": cfg.entity,
-                                    "name": logger.run.name})
+        for id_file in id_files:
+            atomic_write_json(id_file, {"id": logger.run_id, "project": cfg.project, "entity": cfg.entity,
+                                        "name": logger.run.name})
     return logger

@@ -7,11 +7,11 @@ import json
 import os
 from typing import Any
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
 
 def config_hash(*subtrees: Any, length: int = 10) -> str:
     """Hash plain (resolved) config containers; key order does not matter."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
     plain = [
         OmegaConf.to_container(t, resolve=True) if isinstance(t, (DictConfig, ListConfig)) else t
         for t in subtrees

@@ -1,4 +1,4 @@
-"""Atomic file writes: a killed process never leaves a half-written file behind.
+"""Atomic file writes: a killed process never leaves a half-written file behind; safe reads of weight files.
 
 Every artifact that a later stage reads (checkpoints, records, token caches) is
 written to a temporary file in the same folder and then renamed over the
@@ -13,6 +13,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from hartkit.errors import ConfigError
 
 
 def _read_umask() -> int:
@@ -68,7 +73,19 @@ def _json_default(obj: Any) -> Any:
 
 
 def atomic_save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
-    from safetensors.torch import save_file
-
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(contiguous, tmp, metadata=metadata))
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file, or of a .pth/.bin/.pt loaded safely (weights_only=True)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model", "module"):  # common training-script wrappers
+        if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConfigError(f"{path} does not hold a flat state dict of tensors")
+    return dict(obj)

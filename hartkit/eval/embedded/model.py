@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from hartkit.utils.hashing import file_sha256
@@ -104,7 +105,7 @@ class EmbeddedModel(nn.Module):
 
     def __init__(self, cfg: dict):
         super().__init__()
-        from open_clip.transformer import TextTransformer
+        from open_clip.transformer import TextTransformer  # heavy (open_clip): only when the model is built
 
         self.cfg = cfg
         self.visual = CellNet(cfg["embed_dim"], **cfg["vision"])
@@ -157,7 +158,7 @@ def build_model(config_path: str | os.PathLike = CONFIG_PATH) -> EmbeddedModel:
 @functools.lru_cache(maxsize=4)
 def get_tokenizer(context_length: int | None = None):
     """open_clip's CLIP BPE tokenizer (ships in its wheel), padded / cut to the text tower's context."""
-    from open_clip.tokenizer import SimpleTokenizer
+    from open_clip.tokenizer import SimpleTokenizer  # heavy (open_clip): only when prompts are tokenized
 
     return SimpleTokenizer(context_length=context_length or load_config()["text"]["context_length"])
 
@@ -192,8 +193,6 @@ def verify_weights(weights_path: str | os.PathLike, sha_path: str | os.PathLike 
 
 def load_weights(model: torch.nn.Module, weights_path: str | os.PathLike) -> torch.nn.Module:
     """Load fp16 safetensors weights into the (fp32) model; they must fit it exactly."""
-    from safetensors.torch import load_file
-
     state = {k: v.float() for k, v in load_file(str(weights_path)).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

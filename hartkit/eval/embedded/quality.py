@@ -31,9 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from hartkit.eval.embedded.model import PACKAGE_DIR, SHA256_PATH, EmbeddedEvaluator
 from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
+from hartkit.eval.frechet import FrechetStats, compute_fd
+from hartkit.utils.io import atomic_write_json
 
 
 def mean_color_images(images_u8: torch.Tensor) -> torch.Tensor:
@@ -52,8 +55,6 @@ def _features(evaluator: EmbeddedEvaluator, images_u8: torch.Tensor, batch_size:
 def measure_quality(evaluator: EmbeddedEvaluator, images_u8: torch.Tensor, prompts: list[str], fd_n: int = 500,
                     batch_size: int = 250) -> dict:
     """Prompt accuracy, retrieval and the FD noise floor of ``evaluator`` on real images with their captions."""
-    from hartkit.eval.frechet import FrechetStats, compute_fd
-
     img_f, txt_f = [], []
     acc = PromptAccuracy(evaluator)
     for s in range(0, len(prompts), batch_size):
@@ -89,8 +90,6 @@ def measure_quality(evaluator: EmbeddedEvaluator, images_u8: torch.Tensor, promp
 
 def thumbnail_images(images_u8: torch.Tensor, size: int) -> torch.Tensor:
     """Area down to ``size`` px and bicubic back up (the issue's matched-budget reconstruction baseline)."""
-    import torch.nn.functional as F
-
     x = images_u8.float() / 255
     small = F.interpolate(x, size=(size, size), mode="area")
     up = F.interpolate(small, size=x.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
@@ -118,6 +117,7 @@ def baseline_prompt_accuracy(evaluator: EmbeddedEvaluator, images_u8: torch.Tens
 
 
 def load_split(split: str, size: int, resolution: int, seed: int, cache_dir: str | None = None):
+    # inside: hartkit.eval.train_embedded imports this module (a cycle at the top)
     from hartkit.eval.train_embedded import VAL_OFFSET, render_scenes
 
     if split == "test":
@@ -155,8 +155,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(result, indent=2))
     if args.write:
-        from hartkit.utils.io import atomic_write_json
-
         folder = Path(args.weights).parent if args.weights else PACKAGE_DIR
         path = folder / "quality.json"
         report = json.loads(path.read_text()) if path.exists() else {}

@@ -1,9 +1,12 @@
-"""A minimal, untrained multi-scale tokenizer that speaks the tokenizer contract.
+"""A weight-free multi-scale tokenizer that satisfies ``ScaleTokenizer``, for generator tests and sizing.
 
-For the generator's unit tests and for sizing runs that must not depend on a
-trained tokenizer: a fixed random patch projection as "encoder", VAR's
-residual multi-scale quantization without Phi, a fixed random linear
-"decoder". It has no learned weights and is not meant to make good images.
+Generator unit tests and benchmarks must not depend on a trained tokenizer:
+this one encodes with a fixed random patch projection, walks VAR's residual
+scales (area down, nearest code, bicubic up; no Phi, so
+``phi_on_last_scale`` is false) and decodes with a fixed random linear map.
+Nothing in it is learned and its images are not meant to look like anything;
+what it guarantees is the protocol's shapes and semantics
+(``hartkit.tokenizers.protocol``; ``tests/test_architecture.py`` checks it).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ class FakeMultiScaleTokenizer(nn.Module):
     @property
     def latent_size(self) -> int:
         return self.patch_nums[-1]
+
+    @property
+    def phi_on_last_scale(self) -> bool:
+        return False  # no Phi at any scale
 
     def empty_f_hat(self, B: int, device=None) -> torch.Tensor:
         s = self.latent_size
@@ -86,15 +93,6 @@ class FakeMultiScaleTokenizer(nn.Module):
         if use_residual and tokens.residual is not None:
             f_hat = f_hat + tokens.residual
         return f_hat
-
-    def teacher_forcing_input(self, tokens: Tokens) -> torch.Tensor:
-        values = tokens.indices if tokens.indices is not None else tokens.scales
-        f_hat = self.empty_f_hat(values[0].shape[0], values[0].device)
-        outs = []
-        for k in range(len(self.patch_nums) - 1):
-            f_hat = self.add_scale(f_hat, k, values[k])
-            outs.append(self.next_scale_input(f_hat, k))
-        return torch.cat(outs, dim=1)
 
     def decode_latent(self, f_hat: torch.Tensor) -> torch.Tensor:
         s, d = self.latent_size, self.downsample

@@ -1,7 +1,7 @@
 """End-to-end effect of the kernels: HART-0.7B training step and sampling, ``kernels=triton`` vs ``kernels=torch``.
 
-    python -m hartkit.ar_models.bench_kernels [--resolutions 512 1024] [--batch 8] [--sample-batch 16]
-                                              [--out results/end_to_end.md] [--smoke]
+    python -m hartkit.tools.bench_kernels [--resolutions 512 1024] [--batch 8] [--sample-batch 16]
+                                          [--out results/end_to_end.md] [--smoke]
 
 The ``hart_0.7b`` preset is built on a fake hybrid tokenizer with HART's shapes (Cvae 32, V 4096, the 512 px
 scales and, optionally, the unverified 1024 px ones). The text condition is HART's: 300 prefix tokens of
@@ -17,7 +17,8 @@ inputs in one process, one after the other:
 Times are medians after warm-up calls (which also compile / autotune the Triton kernels), with
 ``torch.cuda.synchronize`` around each call; peak memory is ``torch.cuda.max_memory_allocated`` over the timed
 calls (weights, gradients and optimizer state included). On a CPU only ``kernels=torch`` runs: the Triton
-kernels need CUDA (``--smoke`` uses a tiny model to test the harness).
+kernels need CUDA (``--smoke`` uses a tiny model to test the harness). A tool, not part of ``ar_models``:
+it puts a concrete (fake) tokenizer under the generator.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from hartkit.ar_models.efficiency import HART_512, HART_1024
-from hartkit.ar_models.fake_tokenizer import FakeMultiScaleTokenizer
 from hartkit.ar_models.model import ScaleAR, TokenBatch, TokenSpec, hart_expected_kept
 from hartkit.ar_models.presets import load_preset
 from hartkit.ar_models.sampling import generate_tokens
 from hartkit.kernels import get_backend, set_backend
+from hartkit.tokenizers.fake import FakeMultiScaleTokenizer
 from hartkit.utils.env import resolve_device
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def write_report(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m hartkit.ar_models.bench_kernels",
+    parser = argparse.ArgumentParser(prog="python -m hartkit.tools.bench_kernels",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--resolutions", type=int, nargs="+", default=[512], choices=sorted(PATCH_NUMS))
     parser.add_argument("--batch", type=int, default=8, help="training batch at 512 px (a quarter at 1024 px)")
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         print(CPU_NOTE, flush=True)
 
     cfg = bench_config(args.smoke)
-    command = "python -m hartkit.ar_models.bench_kernels " + " ".join(argv)
+    command = "python -m hartkit.tools.bench_kernels " + " ".join(argv)
     previous = get_backend()
     results: list[Result] = []
     params = 0
