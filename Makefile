@@ -22,7 +22,7 @@ lint:
 	.venv/bin/ruff check .
 
 leaderboard:
-	$(PY) -m hartkit.eval.leaderboard
+	$(PY) -m hartkit.tools.leaderboard
 
 preview:
 	$(PY) run.py stages=[preview] data=synthscenes

@@ -10,6 +10,7 @@ an editable install) always wins, so edits to ``conf/`` take effect at once.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,12 +74,54 @@ def initialize(job_name: str = "hartkit") -> Iterator[None]:
         yield
 
 
-def compose(overrides: list[str] | None = None, return_hydra_config: bool = False):
+class ConfigCompositionError(ValueError):
+    """A list of overrides that does not compose; the message names it (``labels``) and Hydra's reason."""
+
+
+def compose_many(override_lists: list[list[str]], return_hydra_config: bool = False,
+                 config_dir: str | os.PathLike | None = None, labels: list[str] | None = None) -> list:
+    """hartkit's composed config for each list of overrides, under one fresh Hydra initialisation (no job is run).
+
+    The one place hartkit composes ``conf/``: the checkout's or the installed copy, or ``config_dir`` when given.
+    With ``labels``, a failure raises ``ConfigCompositionError`` naming ``labels[i]`` of the list that failed;
+    without, Hydra's own error."""
+    from hydra import compose as hydra_compose  # heavy: see initialize()
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hartkit.config import register_configs  # heavy: see initialize()
+
+    GlobalHydra.instance().clear()
+    if config_dir is not None:
+        register_configs()
+        init = initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3")
+    else:
+        init = initialize()
+    composed = []
+    with init:
+        for i, overrides in enumerate(override_lists):
+            try:
+                composed.append(hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides),
+                                              return_hydra_config=return_hydra_config))
+            except Exception as exc:  # any composition error, re-raised naming what failed
+                if labels is None:
+                    raise
+                raise ConfigCompositionError(f"`{labels[i]}` does not compose: {exc}") from exc
+    return composed
+
+
+def compose(overrides: list[str] | None = None, return_hydra_config: bool = False,
+            config_dir: str | os.PathLike | None = None):
     """hartkit's composed config with these overrides (a fresh Hydra initialisation; no job is run)."""
+    return compose_many([list(overrides or [])], return_hydra_config, config_dir)[0]
+
+
+def compose_for_run(overrides: list[str]):
+    """hartkit's config with these overrides: inside a running ``run.py`` job through Hydra's own loader
+    (the same search path as the job), elsewhere (tests, scripts) through a fresh initialisation."""
     from hydra import compose as hydra_compose  # heavy: see initialize()
     from hydra.core.global_hydra import GlobalHydra
 
-    GlobalHydra.instance().clear()
-    with initialize():
-        return hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides or []),
-                             return_hydra_config=return_hydra_config)
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
+    return compose(overrides, return_hydra_config=True)

@@ -15,26 +15,26 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
-from hydra import compose
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hartkit.config import Config
+from hartkit.configs import compose_for_run as compose_run_config  # noqa: F401 - stages and scripts use this name
 from hartkit.engine.rng import reseed
 from hartkit.errors import UserError
 from hartkit.kernels import set_backend as set_kernel_backend
 from hartkit.records import ResultRecord, new_run_id, write_record
-from hartkit.scaleout.sweep import compose_overrides
 from hartkit.tokenizers.pretrained import uses_pretrained
 from hartkit.utils import distributed as dist_utils
 from hartkit.utils.cache import set_cache_root
 from hartkit.utils.env import git_commit, hardware_info, resolve_device
 from hartkit.utils.experiment_logger import build_logger
 from hartkit.utils.hashing import config_hash
+from hartkit.utils.identity import identity_exemptions
 
 log = logging.getLogger(__name__)
 
@@ -53,46 +53,52 @@ ARTIFACT_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "tokenizer": ("data", "tokenizer", "seed"),
     "generator": ("data", "tokenizer", "ar", "seed"),
 }
-# settings inside those subtrees that do not change the trained weights (sampling is done after training)
-_TOKENIZER_IGNORED = ("data.num_workers", "data.cache_dir", "tokenizer.train.grad_accum", "tokenizer.train.log_every",
-                      "tokenizer.train.grid_every", "tokenizer.train.grid_images", "tokenizer.train.checkpoint_every")
-ARTIFACT_IGNORED: dict[str, tuple[str, ...]] = {
-    # grad_accum splits the same global batch into micro-batches: the math is unchanged
-    "tokenizer": _TOKENIZER_IGNORED,
-    # the generator depends on the tokenizer, so what does not change the tokenizer does not change it either
-    "generator": (*_TOKENIZER_IGNORED, "ar.sampling", "ar.train.grad_accum", "ar.train.log_every",
-                  "ar.train.grid_every", "ar.train.grid_size", "ar.train.checkpoint_every"),
-}
-# keys added after artifacts existed: hashed only when set, so unset they keep older artifacts' folders
-ARTIFACT_HASHED_WHEN_SET: tuple[str, ...] = ("ar.checkpoint", "data.mid_reso")
+
+
+def artifact_exemptions(artifact: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(keys left out of the artifact's hash, keys hashed only when set), as dotted keys inside the subtrees it
+    depends on. Declared on the config dataclasses (``setting()`` / ``hashed_when_set()`` fields,
+    hartkit/utils/identity.py): logging and checkpoint intervals, gradient accumulation (the same global batch in
+    micro-batches: the math is unchanged), loader workers, every ``ar.sampling`` key (sampling is done after
+    training). The generator depends on the tokenizer, so what does not change the tokenizer does not change it."""
+    ignored, when_set = identity_exemptions(Config)
+    roots = ARTIFACT_DEPENDENCIES[artifact]
+    return (tuple(k for k in ignored if k.split(".")[0] in roots),
+            tuple(k for k in when_set if k.split(".")[0] in roots))
 
 
 def artifact_dir(cfg: DictConfig, artifact: str) -> Path:
     """Folder of an artifact ('tokenizer', 'generator') of the run configured by ``cfg``, named by its config hash."""
     relevant = OmegaConf.masked_copy(cfg, list(ARTIFACT_DEPENDENCIES[artifact]))
     relevant = OmegaConf.to_container(relevant, resolve=True)
-    for dotted in (*ARTIFACT_IGNORED.get(artifact, ()), *ARTIFACT_HASHED_WHEN_SET):
+    ignored, when_set = artifact_exemptions(artifact)
+    for dotted in (*ignored, *when_set):
         *parents, leaf = dotted.split(".")
         node = relevant
         for p in parents:
             node = node.get(p, {})
-        if dotted not in ARTIFACT_HASHED_WHEN_SET or node.get(leaf) is None:
+        if dotted not in when_set or node.get(leaf) is None:
             node.pop(leaf, None)
     name = cfg.tokenizer.name if artifact == "tokenizer" else f"{cfg.tokenizer.name}-{cfg.ar.name}"
     return Path(cfg.paths.artifacts) / artifact / f"{name}-{config_hash(relevant)}"
 
 
-def compose_run_config(overrides: list[str]) -> DictConfig:
-    """hartkit's config with these overrides: inside a running ``run.py`` job through Hydra's own loader
-    (the same search path as the job), elsewhere (tests, scripts) through a fresh initialisation."""
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=overrides)
-
-    return compose_overrides(overrides)
-
-
 class StageError(UserError, RuntimeError):
     """A stage cannot run; the message says why and what to do."""
+
+
+class StageState(TypedDict, total=False):
+    """What one stage hands the next within one run (``RunContext.state``); every key a stage writes is declared
+    here (tests/test_architecture.py checks). Across runs the same things are found on disk by the resolver,
+    ``hartkit.stages.artifacts``."""
+
+    tokenizer: Any  # the run's tokenizer (a ScaleTokenizer), eval mode
+    tokenizer_dir: Path | None  # its artifact folder; None for released weights (tokenizer.checkpoint)
+    generator: Any  # the run's generator (ScaleAR), eval mode
+    generator_dir: Path  # its artifact folder (the config-hash folder for released weights, ar.checkpoint)
+    preview_path: Path  # the preview stage's PNG grid
+    recon_metrics: dict[str, Any]  # recon_eval's metrics of the tokenizer
+    gen_metrics: dict[str, Any]  # gen_eval's metrics of the generator
 
 
 @dataclass
@@ -101,7 +107,7 @@ class RunContext:
     device: torch.device
     run_id: str
     logger: Any
-    state: dict[str, Any] = field(default_factory=dict)  # in-memory hand-over within one run
+    state: StageState = field(default_factory=StageState)  # in-memory hand-over within one run
     metrics: dict[str, float] = field(default_factory=dict)  # `<stage>/<metric>` of every record saved
 
     @property

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check of hartkit's Triton kernels, for a machine with a CUDA GPU. Installs nothing.
 #   1. the kernel tests with the compiled kernels on CUDA (TRITON_INTERPRET unset),
-#   2. the full benchmark (python -m hartkit.kernels.bench all) at the papers' shapes.
+#   2. the full benchmark (python -m hartkit.tools.bench_kernel_ops all) at the papers' shapes.
 #   3. end to end: HART-0.7B training step and sampling, kernels=triton vs torch (end_to_end.md).
 # Everything it produces goes under $OUT (default results/gpu_check): nvidia-smi.txt, env.txt,
 # pytest_kernels.txt, bench.log and kernels.md (the report to commit as results/kernels.md).
@@ -44,7 +44,7 @@ timeout 270 python -m pytest tests/test_kernels_triton.py tests/test_kernels_dis
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== benchmark"
-timeout 300 python -m hartkit.kernels.bench all --out "$OUT/kernels.md" 2>&1 | tee "$OUT/bench.log"
+timeout 300 python -m hartkit.tools.bench_kernel_ops all --out "$OUT/kernels.md" 2>&1 | tee "$OUT/bench.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== end to end: HART-0.7B training step and sampling, kernels=triton vs kernels=torch"

@@ -109,10 +109,164 @@ def test_library_packages_import_only_what_the_design_allows(package):
                           "(docs/design.md, 'Dependency rules'):\n" + "\n".join(breaches))
 
 
+# packages whose modules are library code: a command line (argparse, ``__main__``) lives in hartkit/tools/ instead
+LIBRARY_PACKAGES = (*sorted(ALLOWED), "scaleout")
+
+
+def command_line_parts(path: Path) -> list[str]:
+    """What makes a module a command: an ``if __name__ == "__main__"`` block, or a module-level ``main``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            found.append(f"{node.lineno}: if __name__ == '__main__'")
+        elif isinstance(node, ast.FunctionDef) and node.name == "main":
+            found.append(f"{node.lineno}: def main")
+    return found
+
+
+def test_the_command_reader_sees_a_main(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("class A:\n    def main(self):\n        pass\n\n\ndef main():\n    pass\n\n\n"
+                     "if __name__ == '__main__':\n    main()\n")
+    assert command_line_parts(probe) == ["6: def main", "10: if __name__ == '__main__'"]
+
+
+@pytest.mark.parametrize("package", LIBRARY_PACKAGES)
+def test_command_line_tools_live_in_hartkit_tools(package):
+    breaches = [f"{path.relative_to(REPO)}:{part}" for path in sources(package) for part in command_line_parts(path)]
+    assert not breaches, ("a benchmark or maintenance command goes to hartkit/tools/<name>.py (with a console entry "
+                          "point in pyproject.toml); the library keeps the functions it calls:\n" + "\n".join(breaches))
+
+
+# Hydra's composition API: only hartkit.configs calls it (one helper: compose / compose_many / compose_for_run)
+HYDRA_COMPOSITION = {"compose", "initialize", "initialize_config_dir", "initialize_config_module", "GlobalHydra"}
+
+
+def hydra_composition_imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "hydra":
+            found += [f"{node.lineno}: {node.module}.{a.name}" for a in node.names if a.name in HYDRA_COMPOSITION]
+    return found
+
+
+def test_only_hartkit_configs_composes_hydra_configs():
+    allowed = {PACKAGE / "configs.py"}
+    breaches = [f"{path.relative_to(REPO)}:{hit}" for path in sorted(PACKAGE.rglob("*.py")) if path not in allowed
+                for hit in hydra_composition_imports(path)]
+    assert not breaches, ("compose hartkit's configs through hartkit.configs (compose, compose_many, "
+                          "compose_for_run):\n" + "\n".join(breaches))
+    assert hydra_composition_imports(PACKAGE / "configs.py")  # the reader does see the helper's own imports
+
+
+GRID_WRITER = PACKAGE / "utils" / "grids.py"
+
+
+def test_one_image_grid_writer():
+    """Image grids (training previews, recon_eval, gen_eval, preview) are drawn by hartkit/utils/grids.py only."""
+    breaches = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == GRID_WRITER:
+            continue
+        text = path.read_text(encoding="utf-8")
+        for needle in (".imshow(", "make_grid(", "save_image("):
+            if needle in text:
+                breaches.append(f"{path.relative_to(REPO)}: {needle}")
+    assert ".imshow(" in GRID_WRITER.read_text(encoding="utf-8")
+    assert not breaches, "draw image grids with hartkit.utils.grids:\n" + "\n".join(breaches)
+
+
 def test_the_fake_tokenizer_lives_outside_ar_models():
     assert not (PACKAGE / "ar_models" / "fake_tokenizer.py").exists()
     names = {n for path in sources("ar_models") for _, _, ns in hartkit_imports(path) for n in ns}
     assert "FakeMultiScaleTokenizer" not in names
+
+
+def stage_modules() -> dict[str, Path]:
+    """The modules that hold a pipeline stage (``hartkit.pipeline.STAGES``), by module name."""
+    from hartkit.pipeline import STAGES
+
+    names = {target.split(":")[0] for target in STAGES.values()}
+    return {name: REPO.joinpath(*name.split(".")).with_suffix(".py") for name in names}
+
+
+def imported_modules(path: Path, root: Path = REPO) -> list[tuple[int, str]]:
+    """(line, module) for every hartkit module a file imports; ``from a import b`` counts as ``a`` and ``a.b``."""
+    out = []
+    for line, module, names in hartkit_imports(path, root):
+        out += [(line, module)] + [(line, f"{module}.{name}") for name in names]
+    return out
+
+
+def test_the_stage_reader_sees_a_stage_imported_as_a_name(tmp_path):
+    stages = tmp_path / "hartkit" / "stages"
+    stages.mkdir(parents=True)
+    probe = stages / "probe.py"
+    probe.write_text("from hartkit.stages import generator as g\nfrom . import artifacts\n")
+    found = [module for _, module in imported_modules(probe, tmp_path)]
+    assert "hartkit.stages.generator" in found and "hartkit.stages.artifacts" in found
+
+
+def test_no_stage_imports_another_stage():
+    """Stages hand over through the resolver (hartkit.stages.artifacts), never by importing each other."""
+    stages = stage_modules()
+    assert set(stages) >= {"hartkit.stages.generator", "hartkit.stages.gen_eval", "hartkit.stages.recon_eval"}
+    breaches = [f"{name}:{line} imports {module}"
+                for name, path in sorted(stages.items()) for line, module in imported_modules(path)
+                if module in stages and module != name]
+    assert not breaches, "a stage takes models from hartkit.stages.artifacts, not from another stage:\n" + \
+        "\n".join(breaches)
+
+
+def test_stages_orchestrate_and_leave_formatting_to_the_packages():
+    """Result tables are written by hartkit.eval.tables; a stage module defines no ``format_*`` function."""
+    breaches = [f"{name}:{node.lineno} def {node.name}" for name, path in sorted(stage_modules().items())
+                for node in ast.parse(path.read_text(encoding="utf-8")).body
+                if isinstance(node, ast.FunctionDef) and node.name.startswith("format_")]
+    assert not breaches, "move table formatting to hartkit/eval/tables.py:\n" + "\n".join(breaches)
+
+
+def state_keys(path: Path) -> list[tuple[int, str]]:
+    """(line, key) of every ``<x>.state["key"]`` and ``<x>.state.get("key")`` in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "state"
+                and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+            found.append((node.lineno, node.slice.value))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+              and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "state" and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def test_the_state_reader_sees_writes_and_reads(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("ctx.state['a'] = 1\nx = ctx.state.get('b')\nctx.state['c'], y = 2, 3\nz = other['d']\n")
+    assert sorted(state_keys(probe)) == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_stages_hand_over_only_declared_keys():
+    """Every key a stage (or the resolver) puts in or takes from ``ctx.state`` is declared on
+    ``hartkit.pipeline.StageState``, with its type."""
+    from hartkit.pipeline import StageState
+
+    declared = set(StageState.__annotations__)
+    used = {(path, line, key) for path in sources("stages") for line, key in state_keys(path)}
+    assert {key for _, _, key in used} >= {"tokenizer", "tokenizer_dir", "generator", "generator_dir"}
+    undeclared = [f"{path.relative_to(REPO)}:{line} ctx.state[{key!r}]" for path, line, key in sorted(used)
+                  if key not in declared]
+    assert not undeclared, "declare the hand-over on hartkit.pipeline.StageState:\n" + "\n".join(undeclared)
+
+
+def test_the_resolver_and_stage_helpers_import_no_stage():
+    stages = stage_modules()
+    helpers = [p for p in sources("stages") if module_name(p) not in stages]
+    assert PACKAGE / "stages" / "artifacts.py" in helpers
+    breaches = [f"{path.relative_to(REPO)}:{line} imports {module}"
+                for path in helpers for line, module in imported_modules(path) if module in stages]
+    assert not breaches, "the stages' helper modules sit below the stages:\n" + "\n".join(breaches)
 
 
 # ------------------------------------------------------------------------------------------ citations

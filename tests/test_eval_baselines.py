@@ -111,7 +111,8 @@ def test_budgets_are_matched_from_below():
 
 
 def test_recon_eval_scores_tokenizer_and_baselines_on_the_same_images(monkeypatch):
-    from hartkit.stages.recon_eval import format_comparison, score_reconstruction
+    from hartkit.eval.tables import format_comparison
+    from hartkit.stages.recon_eval import score_reconstruction
     from hartkit.tokenizers import build_tokenizer
 
     install(monkeypatch)

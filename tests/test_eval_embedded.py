@@ -244,7 +244,8 @@ def test_mean_color_baseline_images():
 def test_training_is_deterministic_and_writes_its_files(tmp_path):
     import json
 
-    from hartkit.eval.train_embedded import build_parser, train
+    from hartkit.eval.train_embedded import train
+    from hartkit.tools.train_embedded import build_parser
 
     args = ["--steps", "2", "--warmup", "1", "--batch-size", "8", "--train-size", "16", "--photos", "4",
             "--val-size", "10"]

@@ -191,3 +191,21 @@ def test_mjhq_evaluation_set_through_the_data_module(tmp_path, real):
     assert proto.extra["eval_protocol"] == "mjhq30k"
     with pytest.raises(ValueError, match="data=mjhq30k"):
         evaluation_set(DataConfig(name="synthscenes"), cfg)
+
+
+def test_protocol_names_a_generated_dataset_drawn_with_other_settings():
+    """Rows scored on other scenes (another background set, seed or object count) get another protocol, so the
+    leaderboard does not put them in one table; the defaults keep the plain name existing records carry."""
+    from hartkit.data.config import DataConfig
+    from hartkit.eval.protocols import dataset_variant
+
+    default = vars(DataConfig()) | {"name": "synthscenes"}
+    assert dataset_variant(default) == "synthscenes"
+    assert dataset_variant(default | {"backgrounds": ["gradient"]}) == "synthscenes[backgrounds=gradient]"
+    assert dataset_variant(default | {"seed": 3, "max_objects": 1}) == "synthscenes[seed=3;max_objects=1]"
+    assert dataset_variant(default | {"test_size": 100, "num_workers": 2}) == "synthscenes"  # same scenes
+    assert dataset_variant({"name": "mjhq30k", "seed": 5}) == "mjhq30k"
+    from omegaconf import OmegaConf  # the stages pass config nodes (lists are ListConfig)
+
+    node = OmegaConf.create(default | {"backgrounds": ["gradient", "noise"]})
+    assert dataset_variant(dict(node)) == "synthscenes[backgrounds=gradient,noise]"

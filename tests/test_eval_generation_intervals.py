@@ -142,5 +142,7 @@ def test_gen_eval_baselines_floor_ceiling_and_shuffled_prompts(setup, monkeypatc
     for _, _, metrics, ci, _, _ in rows.values():
         for k, (lo, hi) in ci.items():
             assert lo <= metrics[k] <= hi, k
-    text = gen_eval.format_generation_rows([(r[0], r[1], r[2], r[3]) for r in rows.values()], {"fd_test": 1.0})
+    from hartkit.eval.tables import format_generation_rows
+
+    text = format_generation_rows([(r[0], r[1], r[2], r[3]) for r in rows.values()], {"fd_test": 1.0})
     assert "[ceiling]" in text and "noise floor" in text

@@ -516,8 +516,8 @@ def test_two_ranks_give_the_single_process_numbers(tmp_path, fake_features):
 
 def test_gen_eval_stage_runs_the_protocol_with_class_ids(imagenet_root, tmp_path, fake_features, monkeypatch):
     import hartkit.ar_models.sampling as sampling
+    import hartkit.stages.artifacts as artifacts
     import hartkit.stages.gen_eval as gen_eval
-    import hartkit.stages.generator as generator
     from hartkit.pipeline import RunContext
     from hartkit.records import iter_records
     from tests.conftest import compose
@@ -538,8 +538,8 @@ def test_gen_eval_stage_runs_the_protocol_with_class_ids(imagenet_root, tmp_path
         return real(ids, list(range(len(ids)))) * 2 - 1  # [-1, 1], as the generator's decoder gives
 
     model = SimpleNamespace(kind="discrete", spec=SimpleNamespace(num_tokens=1, patch_nums=[1]), eval=lambda: model)
-    monkeypatch.setattr(generator, "get_tokenizer", lambda ctx: object())
-    monkeypatch.setattr(generator, "get_generator", lambda ctx, tok: model)
+    monkeypatch.setattr(artifacts, "get_tokenizer", lambda ctx: object())
+    monkeypatch.setattr(artifacts, "get_generator", lambda ctx, tok: model)
     monkeypatch.setattr(sampling, "generate_images", fake_generate)
     monkeypatch.setattr(gen_eval, "efficiency_report", lambda *a, **k: {})
     logger = SimpleNamespace(log_record=lambda r: None, log_image=lambda *a, **k: None)
@@ -558,8 +558,8 @@ def test_gen_eval_stage_runs_the_protocol_with_class_ids(imagenet_root, tmp_path
 def test_gen_eval_stage_keeps_the_embedded_protocol_path(tmp_path, fake_features, monkeypatch):
     """The stage's protocol hooks (category_ids, make_metrics, load_reference) on the default protocol."""
     import hartkit.ar_models.sampling as sampling
+    import hartkit.stages.artifacts as artifacts
     import hartkit.stages.gen_eval as gen_eval
-    import hartkit.stages.generator as generator
     from hartkit.eval.generation import GenerationMetrics
     from hartkit.pipeline import RunContext
     from hartkit.records import iter_records
@@ -576,8 +576,8 @@ def test_gen_eval_stage_keeps_the_embedded_protocol_path(tmp_path, fake_features
         return torch.rand(len(cond), 3, 64, 64, generator=generator) * 2 - 1
 
     model = SimpleNamespace(kind="discrete", spec=SimpleNamespace(num_tokens=1, patch_nums=[1]), eval=lambda: model)
-    monkeypatch.setattr(generator, "get_tokenizer", lambda ctx: object())
-    monkeypatch.setattr(generator, "get_generator", lambda ctx, tok: model)
+    monkeypatch.setattr(artifacts, "get_tokenizer", lambda ctx: object())
+    monkeypatch.setattr(artifacts, "get_generator", lambda ctx, tok: model)
     monkeypatch.setattr(sampling, "generate_images", fake_generate)
     monkeypatch.setattr(gen_eval, "efficiency_report", lambda *a, **k: {})
     logger = SimpleNamespace(log_record=lambda r: None, log_image=lambda *a, **k: None)

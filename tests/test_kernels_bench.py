@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from hartkit.kernels import bench
+from hartkit.tools import bench_kernel_ops as bench
 
 
 def test_bench_smoke_writes_a_cpu_report(tmp_path, capsys):
@@ -15,7 +15,7 @@ def test_bench_smoke_writes_a_cpu_report(tmp_path, capsys):
     assert bench.main(["all", "--smoke", "--device", "cpu", "--out", str(out)]) == 0
     text = out.read_text()
     assert text.startswith("# Kernel benchmark (CPU run, smoke shapes)")
-    assert "command: `python -m hartkit.kernels.bench all --smoke --device cpu --out" in text
+    assert "command: `python -m hartkit.tools.bench_kernel_ops all --smoke --device cpu --out" in text
     assert "GPU numbers need a GPU" in text and "Triton: skipped on CPU" in text
     for title in ("quantize: B=2 x 4 x 4", "quantize: B=2 x 8 x 8", "attention forward:", "attention forward+backward:"):
         assert title in text

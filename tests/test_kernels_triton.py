@@ -283,7 +283,7 @@ def test_prefix_lengths_reproduce_the_dense_mask():
 
 def test_bench_runs_the_triton_rows(tmp_path):
     # On CPU (interpreter) this checks the harness around the Triton rows; on a GPU, the real thing.
-    from hartkit.kernels import bench
+    from hartkit.tools import bench_kernel_ops as bench
 
     out = tmp_path / "kernels.md"
     assert bench.main(["all", "--smoke", "--device", DEVICE.type, "--no-flex", "--out", str(out)]) == 0

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from hartkit.eval.leaderboard import build_leaderboard, main, significant_pairs
+from hartkit.eval.leaderboard import build_leaderboard, significant_pairs
 from hartkit.records import Protocol, ResultRecord, write_record
+from hartkit.tools.leaderboard import main
 
 
 def _recon(label, n, metrics, created, config=None, run_id=None, intervals=None, role="model", seed=0, **kw):

@@ -154,7 +154,7 @@ def test_agent_command_line_parses_in_run_py(tmp_path):
 
 
 def test_sweep_checker_cli(tmp_path, capsys):
-    from hartkit.scaleout.sweep import main
+    from hartkit.tools.check_sweep import main
 
     assert main([str(ROOT / "sweeps" / "tokenizer_comparison.yaml")]) == 0
     printed = capsys.readouterr().out

@@ -7,7 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from hartkit.stages.recon_eval import bits_per_image, evaluate_reconstruction, format_table
+from hartkit.eval.tables import format_table
+from hartkit.stages.recon_eval import bits_per_image, evaluate_reconstruction
 from hartkit.tokenizers import build_tokenizer
 
 

@@ -427,7 +427,7 @@ def test_stage_loads_official_weights_from_ar_checkpoint(tmp_path, compose_cfg):
     from types import SimpleNamespace
 
     from hartkit.pipeline import artifact_dir
-    from hartkit.stages.generator import get_generator, get_tokenizer
+    from hartkit.stages.artifacts import get_generator, get_tokenizer
     from hartkit.tokenizers.pretrained import save_in_layout
 
     tok = small_tokenizer()

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from hartkit.utils.identity import hashed_when_set, setting
+
 
 @dataclass
 class TextEncoderConfig:
@@ -46,7 +48,7 @@ class ARTrainConfig:
     # default saw) of the width-128 tiny preset; the hybrid's took 11 min on 2 idle CPU cores (results/README.md)
     steps: int = 2000
     batch_size: int = 16
-    grad_accum: int = 1  # micro-batches per step (same global batch, less activation memory)
+    grad_accum: int = setting(default=1)  # micro-batches per step (same global batch, less activation memory)
     lr: float = 1.6e-2  # at batch 256; scaled linearly with batch_size (1e-3 at 16; VAR: 1e-4 at paper scale)
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
@@ -73,10 +75,10 @@ class ARTrainConfig:
     residual_codes: str = "sampled"
     residual_top_k: Optional[int] = None  # None: HART's 600 of 4096 codes scaled to the vocabulary (150 of 1024)
     residual_top_p: float = 0.96  # HART: 0.96
-    checkpoint_every: int = 500
-    log_every: int = 50
-    grid_every: int = 0  # 0: only at the end
-    grid_size: int = 16  # images in the sample grid
+    checkpoint_every: int = setting(default=500)
+    log_every: int = setting(default=50)
+    grid_every: int = setting(default=0)  # 0: only at the end
+    grid_size: int = setting(default=16)  # images in the sample grid
     amp: bool = True  # bf16 autocast on GPU only
 
 
@@ -111,8 +113,9 @@ class ARConfig:
     num_classes: int = 10  # class conditioning (a null class is added for CFG)
     # official VAR weights (var_d16.pth ... var_d30.pth, ar=var_d*): loaded instead of training
     # (hartkit/ar_models/var_official.py); None trains from scratch
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[str] = hashed_when_set(default=None)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     diffusion: DiffusionHeadConfig = field(default_factory=DiffusionHeadConfig)
     train: ARTrainConfig = field(default_factory=ARTrainConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # sampling happens after training: no sampling key changes the generator's weights
+    sampling: SamplingConfig = setting(default_factory=SamplingConfig)

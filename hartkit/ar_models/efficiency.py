@@ -21,6 +21,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from hartkit.ar_models import sampling  # called as sampling.generate_images: patchable on its module
 from hartkit.ar_models.conditioning import ClassConditioner, Condition
 from hartkit.ar_models.model import ScaleAR, TokenSpec
 from hartkit.ar_models.presets import load_preset
@@ -162,6 +163,44 @@ PAPER_MACS = {"hart_0.7b@512": 3.2e12, "hart_0.7b@1024": 12.5e12}
 # Qwen2-1.5B: 28 layers x (attention 2*1536^2 + 2*1536*256, SwiGLU 3*1536*8960) = 1.31 B non-embedding
 # parameters; one forward over 300 prompt tokens ~ 1.31e9 * 300 MACs (attention scores add < 1%).
 QWEN2_1_5B_MACS_300 = 1.31e9 * 300
+
+
+def generation_efficiency(model: ScaleAR, tokenizer, conds, sampling_kw: dict, device: torch.device,
+                          measure: bool = True, max_batch: int = 64) -> dict[str, float]:
+    """Parameters, MACs per image and sequential steps of sampling ``model`` with ``sampling_kw``
+    (``generate_images``' keywords), and, with ``measure``, latency at batch 1, throughput up to ``max_batch``
+    and (hybrid) the residual head's share of the latency, timed on ``conds`` (class ids or prompts, repeated
+    to fill a batch). ``parameters`` / ``macs`` / ``steps`` are the leaderboard's generic columns."""
+    kw = dict(sampling_kw)
+    counts = parameter_counts(model, tokenizer)
+    out: dict[str, float] = {
+        "params_ar": counts["ar"],
+        "params_diffusion_head": counts["diffusion_head"],
+        "params_text_encoder": counts["text_encoder_trained"] + counts["text_encoder_frozen"],
+        "params_tokenizer_decoder": counts.get("tokenizer_decoder", 0),
+    }
+    guided = kw["cfg"] != 0.0 or kw["diffusion_cfg"] not in (None, 0.0)
+    macs = generation_macs(model, guided=guided, diffusion_steps=kw["diffusion_steps"], tokenizer=tokenizer)
+    out.update({k: float(v) for k, v in macs.items()})
+    out["macs_per_image"] = out.pop("macs_total")
+    out.update({k: float(v) for k, v in steps_of(model, kw["diffusion_steps"]).items()})
+    out["parameters"] = float(counts["ar"] + counts["diffusion_head"])  # generator: AR + diffusion head
+    out["macs"] = out["macs_per_image"]
+    out["steps"] = out["ar_steps"] + out["diffusion_steps"]
+    if not measure:
+        return out
+
+    def gen(batch: int, **extra):
+        g = torch.Generator(device=device).manual_seed(0)
+        reps = (batch + len(conds) - 1) // len(conds)
+        c = (torch.cat([conds] * reps) if isinstance(conds, torch.Tensor) else list(conds) * reps)[:batch]
+        return sampling.generate_images(model, tokenizer, c, generator=g, **kw, **extra)
+
+    out.update({k: float(v) for k, v in latency_and_throughput(gen, device, max_batch=max_batch).items()})
+    if model.kind == "hybrid":
+        out["latency_discrete_only_s"] = time_generation(lambda b: gen(b, skip_residual=True), 1, device)
+        out["residual_overhead_pct"] = 100.0 * (out["latency_s"] / out["latency_discrete_only_s"] - 1.0)
+    return out
 
 
 def preset_rows(decoder_macs: dict[int, int] | None = None) -> list[dict]:

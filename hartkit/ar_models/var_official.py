@@ -265,6 +265,9 @@ def save_var_checkpoint(model: ScaleAR, path: str | os.PathLike) -> Path:
 def load_var_generator(ar_cfg: Any, tokenizer: nn.Module, device: torch.device | str = "cpu") -> ScaleAR:
     """``ScaleAR`` with VAR's architecture on ``tokenizer``, filled from ``ar_cfg.checkpoint``, in eval mode."""
     get = ar_cfg.get if hasattr(ar_cfg, "get") else lambda k, d=None: getattr(ar_cfg, k, d)
+    if str(get("name", "")).startswith("hart"):  # ar=hart_0.7b: HART's layout (hart_official.py)
+        from hartkit.ar_models.hart_official import load_hart_generator
+        return load_hart_generator(ar_cfg, tokenizer, device)
     path = resolve_generator_checkpoint(get("checkpoint"), str(get("name", "var_d16")))
     spec = TokenSpec.from_tokenizer(tokenizer)
     check_var_architecture(ar_cfg, spec, tokenizer)

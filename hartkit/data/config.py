@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from hartkit.utils.identity import hashed_when_set, setting
+
 
 @dataclass
 class DataConfig:
@@ -27,7 +29,7 @@ class DataConfig:
     subset: Optional[int] = None  # keep the first N images of the category-interleaved sorted order
     resize_filter: str = "bicubic"  # PIL filter of the centre-crop + resize protocol (and photos crops)
     # imagenet: shorter side resized to round(mid_reso * resolution), then centre-cropped (VAR utils/data.py)
-    mid_reso: Optional[float] = None  # None: VAR's 1.125 (hashed into artifacts only when set)
+    mid_reso: Optional[float] = hashed_when_set(default=None)  # None: VAR's 1.125 (in artifact hashes only when set)
     strict: bool = False  # raise on unreadable images instead of skipping them with a warning
-    num_workers: int = 0  # DataLoader workers, and processes rendering generated datasets (same data)
-    cache_dir: Optional[str] = None  # built splits are saved here (None: <hartkit cache>/datasets)
+    num_workers: int = setting(default=0)  # DataLoader workers, and processes rendering generated datasets (same data)
+    cache_dir: Optional[str] = setting(default=None)  # built splits are saved here (None: <hartkit cache>/datasets)

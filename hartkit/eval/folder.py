@@ -1,6 +1,6 @@
 """Score saved samples: a folder (or zip) of generated images against a reference folder.
 
-    python -m hartkit.eval.folder samples/ --reference mjhq30k_imgs/ --fd fid --clip clip_score \
+    python -m hartkit.tools.score_folder samples/ --reference mjhq30k_imgs/ --fd fid --clip clip_score \
         --set inception_weights=/models/inception-2015-12-05.pt clip_pretrained=/models/vit_l_14.bin
 
 Layout (MJHQ-30K's): ``<root>/<category>/<id>.png`` (images at the root have
@@ -17,7 +17,6 @@ protocol resolution with ``eval.resize_filter``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from dataclasses import dataclass, field
@@ -25,15 +24,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from hartkit.data.files import ImageStore
 from hartkit.data.images import center_crop_resize, decode_image, resize_filter, to_rgb
-from hartkit.eval.config import EvalConfig
 from hartkit.eval.generation import GenerationMetrics
 from hartkit.eval.image_checks import log_failures
-from hartkit.utils.logging import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -168,31 +164,6 @@ def score_folder(generated: str | Path, eval_cfg=None, device: torch.device | st
     return FolderScore(metrics=result, failures=list(metrics.failures), reference_failures=metrics.reference_failures,
                        protocol_fields=metrics.protocol_fields(), num_files=len(gen_items), intervals=intervals,
                        notes=list(metrics.notes))
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Score a folder of generated images against a reference folder.")
-    p.add_argument("generated", help="folder or zip of generated images (<category>/<id>.png)")
-    p.add_argument("--reference", required=True, help="folder or zip of real images in the same layout")
-    p.add_argument("--meta", help=f"{META_FILE} of the generated images (default: in/beside the folder)")
-    p.add_argument("--fd", nargs="*", default=None, help="feature spaces (default: eval config's fd_features)")
-    p.add_argument("--clip", nargs="*", default=None, help="CLIP scores (default: eval config's clip_score)")
-    p.add_argument("--set", nargs="*", default=[], help="eval config overrides key=value, e.g. resolution=256")
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
-    setup_logging()
-    cfg = OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.from_dotlist(args.set))
-    if args.fd is not None:
-        cfg.fd_features = args.fd
-    if args.clip is not None:
-        cfg.clip_score = args.clip
-    out = score_folder(args.generated, cfg, args.device, reference=args.reference, meta=args.meta)
-    print(json.dumps({"metrics": out.metrics, "intervals_95": out.intervals, "notes": out.notes,
-                      "excluded": out.failures, "protocol": out.protocol_fields}, indent=2))
-
-
-if __name__ == "__main__":
-    main()
 
 
 def _get(cfg, key, default=None):

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from hartkit.data import build_dataset
+from hartkit.data.config import DataConfig
 from hartkit.eval.generation import GenerationMetrics
 from hartkit.records import Protocol
 from hartkit.utils.hashing import config_hash
@@ -132,6 +133,29 @@ def heldout_set(es: EvaluationSet):
     return images, list(ds["prompt"]), f"test images [{n}, {2 * n}) vs the reference [0, {n})"
 
 
+# settings of the generated datasets that change which test images are drawn
+_SCENE_KEYS = ("seed", "max_objects", "backgrounds", "supersample", "crop_scale")
+
+
+def dataset_variant(data: dict) -> str:
+    """The dataset's name in a record's protocol: ``synthscenes``, or ``synthscenes[backgrounds=gradient]`` when
+    a generated dataset is drawn with other settings than its defaults (rows scored on other images must not
+    share a leaderboard table); the default name for default settings, so existing records keep theirs."""
+    name = str(data.get("name"))
+    if name not in ("synthscenes", "photos"):
+        return name
+    defaults = DataConfig()
+    changed = []
+    for key in _SCENE_KEYS:
+        value, default = data.get(key, getattr(defaults, key)), getattr(defaults, key)
+        if isinstance(default, list):
+            value = list(value)  # a list or an OmegaConf ListConfig
+        if value != default:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            changed.append(f"{key}={shown}")
+    return f"{name}[{';'.join(changed)}]" if changed else name
+
+
 def evaluation_set(data_cfg, eval_cfg) -> EvaluationSet:
     """Reference dataset and prompts of ``eval.protocol`` for the configured data."""
     name = _get(eval_cfg, "protocol", "embedded")
@@ -159,7 +183,7 @@ def evaluation_set(data_cfg, eval_cfg) -> EvaluationSet:
         log.warning("%s has only %d test images; eval.num_images=%d is capped", data.get("name"), len(ds), n)
     rows = ds.select_columns(["prompt", "category"])[:]
     content = {k: v for k, v in data.items() if k not in ("num_workers", "cache_dir", "strict")}
-    return EvaluationSet(protocol_name=name, dataset_name=str(data.get("name")), split="test",
+    return EvaluationSet(protocol_name=name, dataset_name=dataset_variant(data), split="test",
                          resolution=resolution, resize_filter=str(resize_filter), data_cfg=content,
                          prompts=list(rows["prompt"]), categories=list(rows["category"]),
                          batch_size=int(_get(eval_cfg, "batch_size", 64)), dataset=ds)

@@ -1,7 +1,7 @@
 """Train the embedded evaluator (the model shipped in hartkit/eval/embedded/).
 
-    python -m hartkit.eval.train_embedded            # the shipped weights (defaults below)
-    python -m hartkit.eval.train_embedded --steps 50 --out /tmp/emb   # a quick smoke run
+    python -m hartkit.tools.train_embedded            # the shipped weights (defaults: hartkit/tools/train_embedded.py)
+    python -m hartkit.tools.train_embedded --steps 50 --out /tmp/emb   # a quick smoke run
 
 Two losses on synthscenes train-split renders at 64 px (plus captioned crops of
 the bundled photographs for the image-text part):
@@ -22,7 +22,7 @@ of the calling process are restored afterwards. At the end it scores the saved
 ``VAL_OFFSET`` on, never trained on) and writes ``weights.safetensors``,
 ``weights.sha256`` and ``quality.json`` (validation numbers + command) to
 ``--out``. The held-out test numbers are measured separately, by
-``python -m hartkit.eval.embedded.quality`` (see hartkit/eval/embedded/README.md).
+``python -m hartkit.tools.embedded_quality`` (see hartkit/eval/embedded/README.md).
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ from hartkit.data import build_dataset, synthscenes
 from hartkit.data.config import DataConfig
 from hartkit.data.synthscenes import COLORS, POSITIONS, SHAPES, SIZES, parse_caption
 from hartkit.eval.embedded.model import (
-    CONFIG_PATH,
-    PACKAGE_DIR,
     EmbeddedEvaluator,
     build_model,
     get_tokenizer,
@@ -58,7 +56,6 @@ from hartkit.eval.embedded.model import (
 from hartkit.eval.embedded.quality import measure_quality
 from hartkit.utils.hashing import file_sha256
 from hartkit.utils.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
-from hartkit.utils.logging import setup_logging
 
 log = logging.getLogger("hartkit.eval.train_embedded")
 
@@ -373,7 +370,7 @@ def _train(args: argparse.Namespace) -> dict:
     val = measure_quality(EmbeddedEvaluator(model=shipped), val_images, val_prompts,
                           fd_n=len(val_prompts) // 2 if len(val_prompts) >= 20 else 0)
     report = {
-        "command": " ".join(["python -m hartkit.eval.train_embedded", *sys.argv[1:]]),
+        "command": " ".join(["python -m hartkit.tools.train_embedded", *sys.argv[1:]]),
         "sha256": digest,
         "size_bytes": weights_path.stat().st_size,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -388,42 +385,3 @@ def _train(args: argparse.Namespace) -> dict:
     log.info("wrote %s (sha256 %s, %.1f MB); validation %s", weights_path, digest[:16],
              report["size_bytes"] / 1e6, val)
     return report
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=1200)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--train-size", type=int, default=30000, help="synthscenes train scenes (indices 0..N-1)")
-    p.add_argument("--photos", type=int, default=2000, help="captioned photo crops added to training (0: none)")
-    p.add_argument("--val-size", type=int, default=1000, help="validation scenes (train split from VAL_OFFSET)")
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--negatives", type=int, default=2, help="hard negative captions per sample (0: none)")
-    p.add_argument("--cell-weight", type=float, default=2.0, help="weight of the per-cell layout cross-entropy")
-    p.add_argument("--shape-weight", type=float, default=2.0,
-                   help="weight of the shape-or-empty term within the per-cell loss (colour and size: 1)")
-    p.add_argument("--layout-weight", type=float, default=1.0,
-                   help="weight of the auxiliary layout read-out from both embeddings (0: none)")
-    p.add_argument("--layout-scale", type=float, default=8.0,
-                   help="the read-out sees the unit-norm embedding times this")
-    p.add_argument("--blur-prob", type=float, default=0.0,
-                   help="fraction of training images blurred (area down to 24..48 px, bicubic up)")
-    p.add_argument("--model-config", default=str(CONFIG_PATH),
-                   help="model json (default: the shipped one; others only to try architectures)")
-    p.add_argument("--cache-dir", default=None, help="keep rendered scenes here as tensors (None: render again)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(PACKAGE_DIR), help="folder for weights.safetensors/.sha256 + quality.json")
-    return p
-
-
-def main(argv: list[str] | None = None) -> None:
-    setup_logging()
-    train(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

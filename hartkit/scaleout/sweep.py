@@ -5,26 +5,21 @@ the sweep's ``command``. hartkit's sweep configs use ``${args_no_hyphens}``
 (``key=value``, which Hydra understands) instead of the default ``${args}``
 (``--key=value``, which Hydra rejects). ``agent_command`` rebuilds that command
 line with wandb's own expansion functions, so a sweep config can be checked
-(``python -m hartkit.scaleout.sweep sweeps/X.yaml``) before it burns runs.
+(``python -m hartkit.tools.check_sweep sweeps/X.yaml``, which calls ``check_sweep``) before it burns runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import shlex
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from hartkit import configs
-from hartkit.config import register_configs
 from hartkit.errors import UserError
 
 REQUIRED_MACRO = "${args_no_hyphens}"
@@ -122,24 +117,15 @@ def compose_overrides(overrides: list[str], config_dir: str | os.PathLike | None
 
 def compose_many(override_lists: list[list[str]], config_dir: str | os.PathLike | None = None,
                  labels: list[str] | None = None) -> list:
-    """``compose_overrides`` for several override lists under one Hydra initialisation.
+    """``compose_overrides`` for several override lists under one Hydra initialisation (``hartkit.configs``).
 
     A failure raises ``SweepConfigError`` naming ``labels[i]`` (default: the overrides) of the list that failed.
     """
-    register_configs()
-    GlobalHydra.instance().clear()
-    composed = []
-    # hartkit's own configs (checkout or installed package) unless a folder is given
-    init = (initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3")
-            if config_dir is not None else configs.initialize())
-    with init:
-        for i, overrides in enumerate(override_lists):
-            try:
-                composed.append(compose("config", overrides=list(overrides), return_hydra_config=True))
-            except Exception as exc:  # any composition error, re-raised naming what failed
-                label = labels[i] if labels else shlex.join(overrides)
-                raise SweepConfigError(f"`{label}` does not compose: {exc}") from exc
-    return composed
+    labels = labels or [shlex.join(overrides) for overrides in override_lists]
+    try:
+        return configs.compose_many(override_lists, return_hydra_config=True, config_dir=config_dir, labels=labels)
+    except configs.ConfigCompositionError as exc:
+        raise SweepConfigError(str(exc)) from exc.__cause__
 
 
 def check_sweep(path: str | os.PathLike, config_dir: str | os.PathLike | None = None) -> list[tuple[list[str], Any]]:
@@ -156,23 +142,3 @@ def check_sweep(path: str | os.PathLike, config_dir: str | os.PathLike | None = 
     except SweepConfigError as exc:
         raise SweepConfigError(f"{path}: the run {exc}") from exc.__cause__
     return list(zip(argvs, composed))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Print and check the command lines a W&B agent runs for a sweep config")
-    parser.add_argument("sweep_configs", nargs="+", help="e.g. sweeps/tokenizer_comparison.yaml")
-    args = parser.parse_args(argv)
-    for path in args.sweep_configs:
-        try:
-            runs = check_sweep(path)
-        except SweepConfigError as exc:
-            print(f"FAIL {exc}", file=sys.stderr)
-            return 1
-        print(f"# {path}: {len(runs)} runs compose")
-        for argv, _ in runs:
-            print(shlex.join(argv))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -43,11 +43,3 @@ def save_baseline_record(ctx, record: ResultRecord):
 def baseline_config(cfg) -> dict:
     """A baseline's config: only what it depends on (data, eval, seed), so reruns for other tokenizers replace it."""
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["data", "eval", "seed"]), resolve=True)
-
-
-def cell(metrics: dict, intervals: dict, key: str) -> str:
-    v = metrics.get(key)
-    if v is None:
-        return "-"
-    ci = intervals.get(key)
-    return f"{v:.4g} [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else f"{v:.4g}"

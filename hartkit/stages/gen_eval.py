@@ -39,24 +39,18 @@ import torch
 from tqdm.auto import tqdm
 
 from hartkit.ar_models import sampling  # called as sampling.generate_images: patchable on its module
-from hartkit.ar_models.efficiency import (
-    generation_macs,
-    latency_and_throughput,
-    parameter_counts,
-    steps_of,
-    time_generation,
-)
-from hartkit.ar_models.grid import save_sample_grid
+from hartkit.ar_models.efficiency import generation_efficiency
 from hartkit.errors import ConfigError
 from hartkit.eval.baselines import CEILING, FLOOR, mean_colour
 from hartkit.eval.generation import GenerationMetrics
-from hartkit.eval.grids import save_captioned_samples
-from hartkit.eval.protocols import evaluation_set, heldout_set
+from hartkit.eval.protocols import dataset_variant, evaluation_set, heldout_set
+from hartkit.eval.tables import format_generation_rows
 from hartkit.records import ResultRecord
-from hartkit.stages import generator as generator_stage  # the same for get_tokenizer / get_generator
-from hartkit.stages.eval_common import baseline_config, cell, save_baseline_record, trained_commit
+from hartkit.stages import artifacts  # called as artifacts.get_generator: patchable on its module
+from hartkit.stages.eval_common import baseline_config, save_baseline_record, trained_commit
 from hartkit.tokenizers.quantizers import tokenizer_label
 from hartkit.utils import distributed as dist_utils
+from hartkit.utils.grids import save_captioned_samples
 
 log = logging.getLogger(__name__)
 
@@ -69,40 +63,12 @@ def sampling_kwargs(cfg) -> dict:
 
 
 def efficiency_report(ctx, model, tokenizer, prompts: list[str], cat_ids: torch.Tensor) -> dict:
-    cfg = ctx.cfg
-    kw = sampling_kwargs(cfg)
-    counts = parameter_counts(model, tokenizer)
-    out: dict[str, float] = {
-        "params_ar": counts["ar"],
-        "params_diffusion_head": counts["diffusion_head"],
-        "params_text_encoder": counts["text_encoder_trained"] + counts["text_encoder_frozen"],
-        "params_tokenizer_decoder": counts.get("tokenizer_decoder", 0),
-    }
-    guided = kw["cfg"] != 0.0 or kw["diffusion_cfg"] not in (None, 0.0)
-    macs = generation_macs(model, guided=guided, diffusion_steps=kw["diffusion_steps"], tokenizer=tokenizer)
-    out.update({k: float(v) for k, v in macs.items()})
-    out["macs_per_image"] = out.pop("macs_total")
-    out.update({k: float(v) for k, v in steps_of(model, kw["diffusion_steps"]).items()})
-    # the leaderboard's generic columns: generator parameters (AR + diffusion head), MACs, sequential steps
-    out["parameters"] = float(counts["ar"] + counts["diffusion_head"])
-    out["macs"] = out["macs_per_image"]
-    out["steps"] = out["ar_steps"] + out["diffusion_steps"]
-    if not cfg.ar.sampling.measure_efficiency:
-        return out
-    conds = cat_ids if cfg.ar.condition == "class" else prompts
-    max_batch = min(int(cfg.ar.sampling.throughput_max_batch), len(prompts))
-
-    def gen(batch: int, **extra):
-        g = torch.Generator(device=ctx.device).manual_seed(0)
-        reps = (batch + len(conds) - 1) // len(conds)
-        c = (torch.cat([conds] * reps) if isinstance(conds, torch.Tensor) else list(conds) * reps)[:batch]
-        return sampling.generate_images(model, tokenizer, c, generator=g, **kw, **extra)
-
-    out.update({k: float(v) for k, v in latency_and_throughput(gen, ctx.device, max_batch=max_batch).items()})
-    if model.kind == "hybrid":
-        out["latency_discrete_only_s"] = time_generation(lambda b: gen(b, skip_residual=True), 1, ctx.device)
-        out["residual_overhead_pct"] = 100.0 * (out["latency_s"] / out["latency_discrete_only_s"] - 1.0)
-    return out
+    """The record's efficiency numbers (hartkit.ar_models.efficiency.generation_efficiency) under this run's sampling."""
+    s = ctx.cfg.ar.sampling
+    conds = cat_ids if ctx.cfg.ar.condition == "class" else prompts
+    return generation_efficiency(model, tokenizer, conds, sampling_kwargs(ctx.cfg), ctx.device,
+                                 measure=bool(s.measure_efficiency),
+                                 max_batch=min(int(s.throughput_max_batch), len(prompts)))
 
 
 def _resize_to(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -115,8 +81,8 @@ def _resize_to(images: torch.Tensor, resolution: int) -> torch.Tensor:
 @torch.no_grad()
 def run(ctx) -> None:
     cfg = ctx.cfg
-    tokenizer = generator_stage.get_tokenizer(ctx)
-    model = generator_stage.get_generator(ctx, tokenizer).eval()
+    tokenizer = artifacts.get_tokenizer(ctx)
+    model = artifacts.get_generator(ctx, tokenizer).eval()
     es = evaluation_set(cfg.data, cfg.eval)  # prompts + reference images of the protocol
     n = es.num_images
     if n < 2:
@@ -179,14 +145,15 @@ def run(ctx) -> None:
     if cfg.ar.get("checkpoint"):  # released weights (ar.checkpoint), not trained here
         model_info.update(checkpoint=str(cfg.ar.checkpoint), train_steps=0)
     if dist_utils.is_main() and grid_imgs is not None:
-        path = save_sample_grid(grid_imgs[0], grid_imgs[1], Path(gen_dir) / "gen_eval_samples.png")
+        path = save_captioned_samples(grid_imgs[0], grid_imgs[1], Path(gen_dir) / "gen_eval_samples.png",
+                                      value_range=(-1, 1))
         ctx.logger.log_image("gen_eval/samples", str(path), caption=" | ".join(grid_imgs[1][:4]))
         model_info["sample_grid"] = str(path)
     if dist_utils.is_main() and grid_imgs is not None:
         label = f"{tokenizer_label(cfg.tokenizer)}+{cfg.ar.name}"
-        safe = "".join(c if c.isalnum() or c in "-_+." else "_" for c in f"{label}-{cfg.data.name}")
+        safe = "".join(c if c.isalnum() or c in "-_+." else "_" for c in f"{label}-{dataset_variant(dict(cfg.data))}")
         save_captioned_samples(grid_imgs[0][:8], grid_imgs[1][:8], Path(ctx.results_dir) / "grids" / f"gen_eval-{safe}.png",
-                               title=f"{label}: samples for the first test prompts")
+                               title=f"{label}: samples for the first test prompts", value_range=(-1, 1))
 
     record = ResultRecord(stage="gen_eval", label=f"{tokenizer_label(cfg.tokenizer)}+{cfg.ar.name}", protocol=protocol,
                           metrics=all_metrics, model=model_info, intervals=intervals, noise_floor=noise,
@@ -265,18 +232,3 @@ def generation_baselines(cfg, device, es, metrics, held, n_boot: int, n_boot_fd:
                 {"kind": "baseline", "images": "reference images paired with a fixed permutation of the prompts"},
                 notes))
     return out
-
-
-def format_generation_rows(rows: list, noise: dict) -> str:
-    keys = [k for k in ("fid", "fd_embedded", "fd_clip", "kid", "kid_embedded", "kid_clip", "clip_score",
-                        "clip_score_embedded", "prompt_accuracy") if any(k in r[2] for r in rows)]
-    cells = [(label if role == "model" else f"{label} [{role}]", [cell(m, ci, k) for k in keys])
-             for label, role, m, ci in rows]
-    w0 = max(len(c[0]) for c in cells) + 2
-    widths = [max(len(k), *(len(c[1][i]) for c in cells)) + 2 for i, k in enumerate(keys)]
-    lines = [f"{'row':<{w0}}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
-    lines += [f"{label:<{w0}}" + "".join(f"{v:>{w}}" for v, w in zip(vals, widths)) for label, vals in cells]
-    if noise:
-        nf = ", ".join(f"{k} {v:.4g}" for k, v in noise.items() if isinstance(v, float))
-        lines.append(f"noise floor (real vs real, {noise.get('sets', '')}): {nf}")
-    return "\n".join(lines)

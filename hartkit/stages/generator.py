@@ -9,7 +9,8 @@
    ``retrain=true``; otherwise the generator trains (``resume=true`` continues
    from its last checkpoint) and is saved as model.safetensors + config.yaml + DONE.
 
-Hands over ``ctx.state["generator"]`` (eval mode) and ``ctx.state["generator_dir"]``.
+Hands over ``ctx.state["generator"]`` (eval mode) and ``ctx.state["generator_dir"]``. Loading the tokenizer,
+the token cache and a finished or released generator is the resolver's (``hartkit.stages.artifacts``).
 """
 
 from __future__ import annotations
@@ -21,62 +22,24 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from hartkit.ar_models.grid import save_sample_grid
-from hartkit.ar_models.model import ScaleAR, TokenSpec
+from hartkit.ar_models.model import ScaleAR
 from hartkit.ar_models.sampling import generate_images
-from hartkit.ar_models.token_cache import encode_dataset, load_cache, save_cache
 from hartkit.ar_models.trainer import train_generator
-from hartkit.ar_models.var_official import load_var_generator
-from hartkit.data import ImageTensorDataset, build_dataset, collate
-from hartkit.engine import finish_artifact, is_finished, load_artifact_weights, mark_unfinished
+from hartkit.data import build_dataset
+from hartkit.engine import finish_artifact, is_finished, mark_unfinished
 from hartkit.engine.rng import reseed
-from hartkit.errors import ConfigError
+from hartkit.stages.artifacts import (  # the resolver: models and the token cache, in memory or on disk
+    build_generator,
+    get_token_cache,
+    get_tokenizer,
+    load_generator,
+    pretrained_generator,
+)
 from hartkit.utils import distributed as dist_utils
 from hartkit.utils.env import git_commit
+from hartkit.utils.grids import save_captioned_samples
 
 log = logging.getLogger(__name__)
-
-
-def get_tokenizer(ctx):
-    # inside: the recon_eval stage module loads torchmetrics (seconds), which training a generator never needs
-    from hartkit.stages.recon_eval import get_tokenizer as _get
-
-    tok = _get(ctx).to(ctx.device)
-    tok.eval().requires_grad_(False)
-    return tok
-
-
-def token_cache_dir(ctx) -> Path:
-    """Keyed by the tokenizer artifact's name (its config hash covers data, tokenizer and seed)."""
-    return Path(ctx.cfg.paths.artifacts) / "token_cache" / ctx.artifact_dir("tokenizer").name
-
-
-def get_token_cache(ctx, tokenizer) -> dict:
-    """The encoded train split: loaded from disk, or encoded once and written (rank 0)."""
-    folder = token_cache_dir(ctx)
-    # rank 0 decides for every rank: a rank that looked later could find the cache rank 0 has just written,
-    # skip the encoding and its barrier, and leave the ranks one collective apart (a hang at the next one)
-    cache = load_cache(folder)
-    if dist_utils.broadcast_object(cache is not None and not ctx.cfg.retrain):
-        cache = cache if cache is not None else load_cache(folder)
-        log.info("token cache: %s (%d images)", folder, len(cache["prompts"]))
-        return cache
-
-    train = ImageTensorDataset(build_dataset(ctx.cfg.data, "train"))
-    encoded = encode_dataset(tokenizer, train, 64, ctx.device, collate, desc="encode train split")
-    if dist_utils.is_main():
-        save_cache(folder, encoded, {"tokenizer": ctx.cfg.tokenizer.name, "kind": tokenizer.kind,
-                                     "patch_nums": list(tokenizer.patch_nums)})
-        log.info("token cache: encoded %d images -> %s", len(encoded["prompts"]), folder)
-    dist_utils.barrier()
-    return encoded
-
-
-def build_generator(ar_cfg, tokenizer, num_categories: int | None = None) -> ScaleAR:
-    if ar_cfg.condition == "class" and num_categories is not None and num_categories > ar_cfg.num_classes:
-        raise ConfigError(f"the data has {num_categories} categories but ar.num_classes={ar_cfg.num_classes}; "
-                         f"set ar.num_classes={num_categories}")
-    return ScaleAR(ar_cfg, TokenSpec.from_tokenizer(tokenizer))
 
 
 def grid_prompts(ctx, n: int) -> tuple[list[str], torch.Tensor]:
@@ -99,41 +62,12 @@ def make_grid_fn(ctx, tokenizer):
         g = torch.Generator(device=ctx.device).manual_seed(int(s.seed))
         imgs = generate_images(model, tokenizer, cond, cfg=float(s.cfg), top_k=int(s.top_k), top_p=float(s.top_p),
                                generator=g)
-        path = save_sample_grid(imgs, prompts, folder / "samples" / f"step_{step:06d}.png")
+        path = save_captioned_samples(imgs, prompts, folder / "samples" / f"step_{step:06d}.png", value_range=(-1, 1))
         ctx.logger.log_image("generator/samples", str(path), caption=" | ".join(prompts[:4]), step=step)
         log.info("sample grid: %s", path)
         return path
 
     return grid_fn
-
-
-def load_generator(ctx, tokenizer, art: Path) -> ScaleAR:
-    model = build_generator(ctx.cfg.ar, tokenizer)
-    load_artifact_weights(art, model)
-    return model.to(ctx.device).eval()
-
-
-def get_generator(ctx, tokenizer) -> ScaleAR:
-    """The generator of this run: handed over in memory, else the finished artifact on disk."""
-    model = ctx.state.get("generator")
-    if model is not None:
-        return model
-    art = ctx.artifact_dir("generator")
-    if ctx.cfg.ar.get("checkpoint"):  # official weights (ar=var_d* ar.checkpoint=...): nothing to train
-        return pretrained_generator(ctx, tokenizer)
-    if not is_finished(art):
-        raise FileNotFoundError(f"no finished generator artifact at {art} for this config; "
-                                "run stages=[tokenizer,generator,gen_eval] (or add generator to stages) first")
-    model = load_generator(ctx, tokenizer, art)
-    ctx.state["generator"], ctx.state["generator_dir"] = model, art
-    return model
-
-
-def pretrained_generator(ctx, tokenizer) -> ScaleAR:
-    """``ar.checkpoint``: VAR's official generator weights, loaded instead of trained (hartkit.ar_models.var_official)."""
-    model = load_var_generator(ctx.cfg.ar, tokenizer, ctx.device)
-    ctx.state["generator"], ctx.state["generator_dir"] = model, ctx.artifact_dir("generator")
-    return model
 
 
 def run(ctx) -> None:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import logging
 import math
-import textwrap
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import torch
 from omegaconf import OmegaConf
 
 from hartkit.data import SPLITS, category_counts, head
 from hartkit.utils.distributed import is_main
+from hartkit.utils.grids import save_captioned_samples
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +45,13 @@ def sample_indices(n_items: int, n_samples: int) -> list[int]:
     return list(range(min(n_items, n_samples)))
 
 
-def save_grid(ds, indices: list[int], path: Path, title: str) -> None:
-    import matplotlib  # heavy, and choosing the Agg backend is process-wide: only when a figure is drawn
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    cols = math.ceil(math.sqrt(len(indices)))
-    rows = math.ceil(len(indices) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.1 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, indices):
-        row = ds[i]
-        ax.imshow(row["image"], interpolation="nearest")
-        caption = textwrap.fill(row["prompt"], width=42, max_lines=5, placeholder=" ...")
-        ax.set_title(f"[{row['category']}]\n{caption}", fontsize=5.5, loc="left")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=150)
-    plt.close(fig)
-    tmp.replace(path)  # a crash never leaves half a PNG under the final name
+def save_grid(ds, indices: list[int], path: Path, title: str) -> Path:
+    """The rows ``indices`` of ``ds`` (images with ``[category] prompt`` under each), by hartkit's grid writer."""
+    images = torch.stack([torch.from_numpy(np.asarray(ds[i]["image"].convert("RGB"), dtype=np.uint8).copy())
+                          .permute(2, 0, 1).float() / 255 for i in indices])
+    captions = [f"[{ds[i]['category']}] {ds[i]['prompt']}" for i in indices]
+    return save_captioned_samples(images, captions, path, title=title, cols=math.ceil(math.sqrt(len(indices))),
+                                  width=42, value_range=(0, 1))
 
 
 def run(ctx) -> None:

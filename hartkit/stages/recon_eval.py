@@ -43,36 +43,20 @@ from hartkit.eval.embedded import get_embedded_evaluator
 from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 from hartkit.eval.frechet import FrechetStats, compute_fd
 from hartkit.eval.generation import kid_name
-from hartkit.eval.grids import save_labelled_rows
 from hartkit.eval.intervals import KID, bootstrap_mean
+from hartkit.eval.protocols import dataset_variant
 from hartkit.eval.reconstruction import ReconstructionMetrics, _get, recon_metric_name
+from hartkit.eval.tables import format_comparison, format_table
 from hartkit.records import Protocol, ResultRecord
-from hartkit.stages.eval_common import baseline_config, cell, save_baseline_record, trained_commit
-from hartkit.tokenizers import is_finished_artifact, load_tokenizer
-from hartkit.tokenizers.pretrained import load_pretrained_tokenizer, uses_pretrained
+from hartkit.stages.artifacts import load_run_tokenizer
+from hartkit.stages.eval_common import baseline_config, save_baseline_record, trained_commit
+from hartkit.tokenizers.pretrained import uses_pretrained
 from hartkit.tokenizers.quantizer import usage_stats
 from hartkit.tokenizers.quantizers import tokenizer_label
 from hartkit.utils import distributed as dist_utils
+from hartkit.utils.grids import save_labelled_rows
 
 log = logging.getLogger(__name__)
-
-
-def get_tokenizer(ctx):
-    """The tokenizer of this run: handed over in memory, else the finished artifact on disk."""
-    model = ctx.state.get("tokenizer")
-    if model is not None:
-        return model
-    tok_cfg = ctx.cfg.tokenizer
-    if uses_pretrained(tok_cfg):
-        model = load_pretrained_tokenizer(tok_cfg, ctx.device)
-    else:
-        art = ctx.artifact_dir("tokenizer")
-        if not is_finished_artifact(art):
-            raise FileNotFoundError(
-                f"no finished tokenizer artifact at {art} for this config; run stages=[tokenizer,recon_eval,...] first")
-        model = load_tokenizer(art, ctx.device)
-    ctx.state["tokenizer"] = model
-    return model
 
 
 def decode_paths(kind: str) -> list[tuple[str, bool]]:
@@ -255,7 +239,7 @@ def heldout_images(data_cfg, n: int, scored: int):
 def run(ctx) -> None:
     cfg = ctx.cfg
     label = tokenizer_label(cfg.tokenizer)  # name, plus the quantizer type when it is not VAR's
-    model = get_tokenizer(ctx).to(ctx.device)
+    model = load_run_tokenizer(ctx).to(ctx.device)
     model.check_image_size(cfg.data.resolution)
     test = build_dataset(cfg.data, "test")
     n = min(int(cfg.eval.num_images), len(test))
@@ -308,7 +292,7 @@ def run(ctx) -> None:
                 noise_floor=res.noise_floor,
                 notes=["real-vs-real distances (the noise floor); a perfect reconstruction has rFD 0, PSNR inf, SSIM 1"]))
     if dist_utils.is_main() and res.grid_rows:
-        grid = Path(ctx.results_dir) / "grids" / f"recon_eval-{_safe(label)}-{_safe(cfg.data.name)}.png"
+        grid = Path(ctx.results_dir) / "grids" / f"recon_eval-{_safe(label)}-{_safe(dataset_variant(dict(cfg.data)))}.png"
         save_labelled_rows(res.grid_rows, grid, title=f"{label} on {cfg.data.name}/test: reconstructions")
         log.info("reconstruction grid: %s", grid)
         ctx.logger.log_image("recon_eval/reconstructions", str(grid), caption=", ".join(r[0] for r in res.grid_rows))
@@ -329,56 +313,7 @@ def recon_protocol(cfg, n: int, proto_fields: dict) -> Protocol:
     if cfg.data.name == "photos":
         extra["source"] = (f"crops of only {len(TEST_PHOTOS)} test photographs ({', '.join(TEST_PHOTOS)}): "
                            "images are not independent")
-    return Protocol(task="reconstruction", dataset=cfg.data.name, split="test", num_images=n,
+    return Protocol(task="reconstruction", dataset=dataset_variant(dict(cfg.data)), split="test", num_images=n,
                     resolution=int(cfg.data.resolution),
                     **{"resize_filter": cfg.data.resize_filter, **{k: v for k, v in proto_fields.items() if k in known}},
                     extra=extra)
-
-
-def format_comparison(rows: list, noise_floor: dict) -> str:
-    """The tokenizer's decode paths next to its baselines, every number with its 95% interval."""
-    keys = ["psnr", "ssim"] + sorted({k for _, _, m, _ in rows for k in m
-                                      if k.startswith(("rfd", "rfid", "rkid")) and "/" not in k and
-                                      not k.endswith("_discrete")})
-    lines = []
-    out_rows = []
-    for label, role, m, ci in rows:
-        out_rows.append((label, role, [cell(m, ci, k) for k in keys]))  # noqa: B007
-        if any(f"{k}_discrete" in m for k in keys):
-            out_rows.append((f"{label} (discrete only)", role, [cell(m, ci, f"{k}_discrete") for k in keys]))
-    w0 = max(len(r[0]) + len(r[1]) + 3 for r in out_rows) + 2
-    widths = [max(len(k), *(len(r[2][i]) for r in out_rows)) + 2 for i, k in enumerate(keys)]
-    lines.append(f"{'row (95% bootstrap interval)':<{w0}}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths)))
-    for label, role, cells in out_rows:
-        label = label if role == "model" else f"{label} [{role}]"
-        lines.append(f"{label:<{w0}}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
-    if noise_floor:
-        nf = ", ".join(f"{k} {v:.4g}" for k, v in noise_floor.items() if isinstance(v, float))
-        lines.append(f"noise floor (real vs real, {noise_floor.get('sets', '')}): {nf}")
-    return "\n".join(lines)
-
-
-def format_table(metrics: dict, kind: str) -> str:
-    """A small text table: one row per decode path, then per-scale codebook statistics."""
-    paths = [("discrete+residual" if kind == "hybrid" else kind, "")]
-    if kind == "hybrid":
-        paths.append(("discrete only", "_discrete"))
-    names = sorted({k for k in metrics if "/" not in k and not k.endswith("_discrete")} -
-                   {"codebook_usage", "perplexity", "tokens_per_image", "bits_per_image"})
-    widths = [max(12, len(n) + 2) for n in names]
-    lines = [f"{'path':<20}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths))]
-    for label, suffix in paths:
-        lines.append(f"{label:<20}" + "".join(_fmt(metrics.get(n + suffix), w) for n, w in zip(names, widths)))
-    bits = metrics.get("bits_per_image")
-    lines.append(f"tokens/image {metrics['tokens_per_image']:.0f}, bits/image "
-                 + ("n/a (continuous)" if bits is None else f"{bits:.0f}"))
-    if "codebook_usage" in metrics:
-        scales = sorted(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("codebook_usage/scale_"))
-        lines.append(f"codebook usage {metrics['codebook_usage']:.3f}, perplexity {metrics['perplexity']:.1f}; per scale:")
-        lines.append("  usage      " + " ".join(f"{metrics[f'codebook_usage/scale_{k}']:.3f}" for k in scales))
-        lines.append("  perplexity " + " ".join(f"{metrics[f'perplexity/scale_{k}']:.1f}" for k in scales))
-    return "\n".join(lines)
-
-
-def _fmt(value, width: int = 12) -> str:
-    return f"{'-':>{width}}" if value is None else f"{value:>{width}.4f}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from hartkit.utils.identity import setting
+
 
 @dataclass
 class AutoencoderConfig:
@@ -48,7 +50,7 @@ class TokenizerTrainConfig:
     # (+0.6 dB, results/research_log.md); the tokenizer stage took 5.8 min on 2 idle CPU cores (hybrid)
     steps: int = 2000
     batch_size: int = 8
-    grad_accum: int = 1  # micro-batches per step (same global batch, less activation memory)
+    grad_accum: int = setting(default=1)  # micro-batches per step (same global batch, less activation memory)
     lr: float = 2e-3
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
@@ -65,10 +67,10 @@ class TokenizerTrainConfig:
     disc_ch: int = 32
     disc_layers: int = 2
     disc_lr: Optional[float] = None  # None: lr
-    checkpoint_every: int = 500
-    log_every: int = 100
-    grid_every: int = 0  # 0: only at the end
-    grid_images: int = 8
+    checkpoint_every: int = setting(default=500)
+    log_every: int = setting(default=100)
+    grid_every: int = setting(default=0)  # 0: only at the end
+    grid_images: int = setting(default=8)
     amp: bool = True  # autocast (bf16) on GPU only
     cpu_amp: Any = "auto"  # bf16 autocast on CPU: true | false | auto (on where the CPU has native bf16)
 

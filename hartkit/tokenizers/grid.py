@@ -1,4 +1,5 @@
-"""PNG grid of originals vs reconstructions (hybrid: discrete-only and discrete + residual rows)."""
+"""PNG grid of originals vs reconstructions (hybrid: discrete-only and discrete + residual rows), written by
+hartkit's one grid writer (``hartkit.utils.grids``)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import os
 from pathlib import Path
 
 import torch
-from torchvision.utils import make_grid, save_image
 
 from hartkit.tokenizers.tokenizer import MultiScaleTokenizer
-from hartkit.utils.io import atomic_write
+from hartkit.utils.grids import save_labelled_rows
 
 
 @torch.no_grad()
@@ -31,7 +31,4 @@ def reconstruction_rows(model: MultiScaleTokenizer, images: torch.Tensor) -> lis
 
 def save_reconstruction_grid(model: MultiScaleTokenizer, images: torch.Tensor, path: str | os.PathLike) -> Path:
     """One row per decode path (see ``reconstruction_rows``), one column per image."""
-    rows = reconstruction_rows(model, images)
-    stacked = torch.cat([r.float().cpu() for _, r in rows]).add(1).div(2).clamp(0, 1)
-    grid = make_grid(stacked, nrow=images.shape[0], padding=2, pad_value=1.0)
-    return atomic_write(Path(path), lambda tmp: save_image(grid, tmp, format="png"))
+    return save_labelled_rows(reconstruction_rows(model, images), Path(path), value_range=(-1, 1))

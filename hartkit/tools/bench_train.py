@@ -33,10 +33,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hartkit.ar_models.model import ScaleAR, TokenSpec
 from hartkit.ar_models.token_cache import encode_dataset, to_token_batch
+from hartkit.configs import compose
 from hartkit.data import ImageTensorDataset, build_dataset, collate
 from hartkit.engine import StepBatches
 from hartkit.engine.rng import seed_all
-from hartkit.scaleout.sweep import compose_overrides
 from hartkit.tokenizers import build_tokenizer
 from hartkit.tokenizers.losses import reconstruction_loss
 from hartkit.utils.io import atomic_write_text
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="also write the table (markdown) here")
     args = parser.parse_args(argv)
 
-    cfg = compose_overrides(list(args.overrides))
+    cfg = compose(list(args.overrides), return_hydra_config=True)
     load_before = os.getloadavg()
     default_threads = torch.get_num_threads()
     res = int(cfg.data.resolution)

@@ -15,7 +15,7 @@ always names the exact weights), architecture in ``hartkit-embedded-clip.json``:
 - a CLIP text tower (open_clip's ``TextTransformer``: width 64, 2 layers,
   context 48, the standard 49408-token BPE vocabulary) into the same 64-d space.
 
-It is trained by ``python -m hartkit.eval.train_embedded`` (cross-entropy on
+It is trained by ``python -m hartkit.tools.train_embedded`` (cross-entropy on
 every cell's layout + symmetric InfoNCE between the embeddings); see README.md.
 """
 
@@ -42,7 +42,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_PATH = PACKAGE_DIR / f"{MODEL_NAME}.json"
 WEIGHTS_PATH = PACKAGE_DIR / "weights.safetensors"
 SHA256_PATH = PACKAGE_DIR / "weights.sha256"
-TRAIN_HINT = "python -m hartkit.eval.train_embedded (see hartkit/eval/embedded/README.md)"
+TRAIN_HINT = "python -m hartkit.tools.train_embedded (see hartkit/eval/embedded/README.md)"
 
 
 class EmbeddedWeightsError(RuntimeError):

@@ -1,8 +1,8 @@
 """Benchmark of the embedded evaluator itself, on real synthscenes renders (takes a minute or two on a CPU).
 
-    python -m hartkit.eval.embedded.quality                 # shipped weights, test split, print the numbers
-    python -m hartkit.eval.embedded.quality --write         # ... and record them in quality.json ("test")
-    python -m hartkit.eval.embedded.quality --weights W.safetensors --split val
+    python -m hartkit.tools.embedded_quality                 # shipped weights, test split, print the numbers
+    python -m hartkit.tools.embedded_quality --write         # ... and record them in quality.json ("test")
+    python -m hartkit.tools.embedded_quality --weights W.safetensors --split val
 
 What it measures (README.md in this folder says why each target):
 
@@ -24,19 +24,13 @@ choose it; never trained on).
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hartkit.eval.embedded.model import PACKAGE_DIR, SHA256_PATH, EmbeddedEvaluator
+from hartkit.eval.embedded.model import EmbeddedEvaluator
 from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 from hartkit.eval.frechet import FrechetStats, compute_fd
-from hartkit.utils.io import atomic_write_json
 
 
 def mean_color_images(images_u8: torch.Tensor) -> torch.Tensor:
@@ -125,46 +119,3 @@ def load_split(split: str, size: int, resolution: int, seed: int, cache_dir: str
     if split == "val":
         return render_scenes("train", VAL_OFFSET, size, resolution, seed, cache_dir)
     raise ValueError(f"unknown split {split!r}; use test or val")
-
-
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=None, help="weights file (default: the shipped, sha256-checked one)")
-    p.add_argument("--split", default="test", choices=["test", "val"])
-    p.add_argument("--size", type=int, default=1000, help="scenes (retrieval candidates; FD uses two halves)")
-    p.add_argument("--fd-n", type=int, default=500)
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--write", action="store_true", help="record the numbers in quality.json next to the weights")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    evaluator = EmbeddedEvaluator(args.weights)
-    images, prompts = load_split(args.split, args.size, args.resolution, args.seed, args.cache_dir)
-    result = measure_quality(evaluator, images, prompts, fd_n=args.fd_n)
-    result["floors_prompt_accuracy"] = baseline_prompt_accuracy(evaluator, images, prompts)
-    result = {
-        "command": " ".join(["python -m hartkit.eval.embedded.quality", *(argv if argv is not None else sys.argv[1:])]),
-        "sha256": evaluator.weights_hash,
-        "split": (f"synthscenes {args.split} split" + (", scenes from VAL_OFFSET" if args.split == "val" else "")
-                  + f", {len(prompts)} scenes at {args.resolution} px, seed {args.seed}"),
-        "prompt_accuracy_protocol": PromptAccuracy.protocol,
-        **result,
-    }
-    print(json.dumps(result, indent=2))
-    if args.write:
-        folder = Path(args.weights).parent if args.weights else PACKAGE_DIR
-        path = folder / "quality.json"
-        report = json.loads(path.read_text()) if path.exists() else {}
-        if args.weights is None and report.get("sha256") not in (None, evaluator.weights_hash):
-            raise SystemExit(f"{path} describes other weights ({report['sha256'][:16]}...), not "
-                             f"{SHA256_PATH.name}'s {evaluator.weights_hash[:16]}...")
-        report[args.split] = result
-        atomic_write_json(path, report)
-    return result
-
-
-if __name__ == "__main__":
-    main()

@@ -1,10 +1,13 @@
-"""Labelled image grids for the evaluation stages: every row named, every caption whole.
+"""hartkit's image-grid writer (PNG, written atomically): every row named, every caption whole.
 
 - ``save_labelled_rows``: reconstruction grids, one row per decode path or
   baseline (``original``, ``hybrid (discrete+residual)``, ``thumbnail 7px`` ...),
-  the row name written left of the row.
+  the row name written left of the row (tokenizer training, ``recon_eval``);
 - ``save_captioned_samples``: generated (or real) images, each with its whole
-  prompt wrapped under it.
+  prompt wrapped under it (generator training, ``gen_eval``, ``preview``).
+
+Images are B x 3 x H x W tensors in ``value_range``: (-1, 1) for model outputs, (0, 1) for images read from
+data; ``None`` guesses from the values (any negative value: (-1, 1)).
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ import torch
 from hartkit.utils.io import atomic_write
 
 
-def _to_hwc(img_3HW: torch.Tensor):
+def _to_hwc(img_3HW: torch.Tensor, value_range: tuple[float, float] | None = None):
     x = img_3HW.detach().float().cpu()
-    if x.min() < 0:  # [-1, 1] model outputs
-        x = (x + 1) / 2
+    low, high = value_range if value_range is not None else ((-1.0, 1.0) if x.min() < 0 else (0.0, 1.0))
+    x = (x - low) / (high - low)
     return x.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
@@ -33,7 +36,8 @@ def _save(fig, path: Path) -> Path:
         plt.close(fig)
 
 
-def save_labelled_rows(rows: list[tuple[str, torch.Tensor]], path: str | Path, title: str = "") -> Path:
+def save_labelled_rows(rows: list[tuple[str, torch.Tensor]], path: str | Path, title: str = "",
+                       value_range: tuple[float, float] | None = None) -> Path:
     """One row per (name, images B x 3 x H x W); the same B images in every row."""
     import matplotlib  # heavy, and choosing the Agg backend is process-wide: only when a figure is drawn
 
@@ -50,7 +54,7 @@ def save_labelled_rows(rows: list[tuple[str, torch.Tensor]], path: str | Path, t
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if c < len(imgs):
-                ax.imshow(_to_hwc(imgs[c]), interpolation="nearest")
+                ax.imshow(_to_hwc(imgs[c], value_range), interpolation="nearest")
         axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -58,7 +62,7 @@ def save_labelled_rows(rows: list[tuple[str, torch.Tensor]], path: str | Path, t
 
 
 def save_captioned_samples(images: torch.Tensor, captions: list[str], path: str | Path, title: str = "",
-                           cols: int = 4, width: int = 28) -> Path:
+                           cols: int = 4, width: int = 28, value_range: tuple[float, float] | None = None) -> Path:
     """Images with their whole captions wrapped under them (nothing cut off)."""
     import matplotlib  # heavy, and choosing the Agg backend is process-wide: only when a figure is drawn
 
@@ -67,14 +71,14 @@ def save_captioned_samples(images: torch.Tensor, captions: list[str], path: str 
 
     n = len(images)
     rows = (n + cols - 1) // cols
-    wrapped = ["\n".join(textwrap.wrap(c, width)) for c in captions]
+    wrapped = ["\n".join(textwrap.wrap(captions[i] if i < len(captions) else "", width)) for i in range(n)]
     lines = max((w.count("\n") + 1 for w in wrapped), default=1)
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, rows * (2.0 + 0.13 * lines)), squeeze=False)
     for i in range(rows * cols):
         ax = axes[i // cols][i % cols]
         ax.axis("off")
         if i < n:
-            ax.imshow(_to_hwc(images[i]), interpolation="nearest")
+            ax.imshow(_to_hwc(images[i], value_range), interpolation="nearest")
             ax.text(0.5, -0.03, wrapped[i], transform=ax.transAxes, ha="center", va="top", fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)

@@ -1,6 +1,6 @@
 """Benchmark of the two hot paths at the papers' shapes; writes a markdown report.
 
-    python -m hartkit.kernels.bench [quantize|attention|all] [--out results/kernels.md] [--smoke]
+    python -m hartkit.tools.bench_kernel_ops [quantize|attention|all] [--out results/kernels.md] [--smoke]
 
 quantize:  nearest-code search at VAR's shapes (B x 16 x 16 and B x 64 x 64 latents, V 4096,
            C 32): the naive full N x V matrix (what VAR/HART/LlamaGen do, the baseline), the
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 VAR_256_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 HART_1024_PATCH_NUMS = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)
 HART_TEXT_TOKENS = 300
-GPU_NOTE = ("GPU numbers need a GPU: on a CUDA machine run `python -m hartkit.kernels.bench --out "
+GPU_NOTE = ("GPU numbers need a GPU: on a CUDA machine run `python -m hartkit.tools.bench_kernel_ops --out "
             "results/kernels.md` (or scripts/gpu_check.sh). The Triton rows are skipped on CPU: the "
             "interpreter runs kernels through numpy, its timings mean nothing.")
 
@@ -413,7 +413,7 @@ def render_report(tables: list[Table], device: torch.device, command: str, smoke
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m hartkit.kernels.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hartkit.tools.bench_kernel_ops", description=__doc__.split("\n\n")[0])
     parser.add_argument("which", nargs="?", default="all", choices=("quantize", "attention", "all"))
     parser.add_argument("--out", default="results/kernels.md", help="markdown report path ('-' = print only)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, 1 repetition (tests)")
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.which in ("attention", "all"):
         tables += bench_attention(device, args.smoke, warmup, iters, not args.no_flex, with_triton)
 
-    command = "python -m hartkit.kernels.bench " + " ".join(argv)
+    command = "python -m hartkit.tools.bench_kernel_ops " + " ".join(argv)
     report = render_report(tables, device, command.strip(), args.smoke, warmup, iters)
     if interpreted:
         report = report.replace("\n\n", "\n- Triton rows ran in TRITON_INTERPRET (numpy): their timings mean nothing.\n\n", 1)

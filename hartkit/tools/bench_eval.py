@@ -1,13 +1,13 @@
 """Benchmark of the evaluation suite on this machine.
 
-    python -m hartkit.eval.bench [--images 512] [--protocol-images 1000] [--threads 2] [--set key=value ...]
+    python -m hartkit.tools.bench_eval [--images 512] [--protocol-images 1000] [--threads 2] [--set key=value ...]
 
 Prints (1) feature-extraction throughput (images/s) of every extractor that
 can be built here (the others are listed with the reason, e.g. missing local
 weights), plus CLIP score and prompt accuracy, and (2) the wall time of the
 whole embedded protocol per 1000 images: rendering/loading the reference set,
 its statistics, scoring 1000 "generated" images (FD + CLIP score + prompt
-accuracy, per category) and computing the numbers.
+accuracy, per category) and computing the numbers. A tool: the metrics it times are ``hartkit.eval``'s.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def bench_protocol(n: int, cfg, device: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Throughput of hartkit's evaluation suite on this machine.")
+    p = argparse.ArgumentParser(prog="python -m hartkit.tools.bench_eval", description="Throughput of hartkit's evaluation suite on this machine.")
     p.add_argument("--images", type=int, default=512, help="images per extractor throughput measurement")
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--protocol-images", type=int, default=1000, help="images of the whole-protocol timing (0: skip)")
