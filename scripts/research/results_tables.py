@@ -57,10 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     records = [json.loads(p.read_text()) for p in sorted(Path(args.records).rglob("*.json"))]
     records.sort(key=lambda r: r.get("created", ""), reverse=True)  # newest record of a label wins
-    print("### Reconstruction\n")
-    print("\n".join(_rows("recon_eval", records, RECON)))
-    print("\n### Generation\n")
-    print("\n".join(_rows("gen_eval", records, GEN)))
+    datasets = sorted({(r.get("protocol") or {}).get("dataset", "?") for r in records}, key=lambda d: (len(d), d))
+    for dataset in datasets:  # one pair of tables per protocol dataset (e.g. synthscenes[backgrounds=gradient])
+        mine = [r for r in records if (r.get("protocol") or {}).get("dataset", "?") == dataset]
+        for stage, title, columns in (("recon_eval", "Reconstruction", RECON), ("gen_eval", "Generation", GEN)):
+            if any(r["stage"] == stage for r in mine):
+                print(f"### {title} ({dataset})\n")
+                print("\n".join(_rows(stage, mine, columns)) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,188 @@
+"""Research probe: what a trained generator has learned, read from its teacher-forced cross-entropy.
+
+For a discrete or hybrid generator artifact it reports, per scale, the mean cross-entropy (nats per token) of the
+ground-truth codes
+
+- on training images (the token cache it trained on) and on held-out test images (encoded here),
+- with each image's own condition (prompt or class) and with the conditions shuffled across the batch,
+
+next to the unigram floor (the entropy of the code frequencies of the training cache, per scale). The gap
+"shuffled - own" is how much the generator uses its condition; "test - train" is how much it memorised. One JSON
+line per run is appended to results/research/generator_probe.jsonl.
+
+    python scripts/research/generator_probe.py artifacts/generator/discrete-tiny-<hash> --label default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from hartkit import load_generator
+from hartkit.ar_models.sampling import generate_tokens
+from hartkit.ar_models.token_cache import encode_dataset, load_cache, to_token_batch
+from hartkit.data import ImageTensorDataset, build_dataset, collate
+from hartkit.eval.embedded.model import get_embedded_evaluator
+from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
+
+LOG = Path(__file__).resolve().parents[2] / "results" / "research" / "generator_probe.jsonl"
+
+
+@torch.no_grad()
+def per_scale_ce(model, tensors: dict, conds, batch_size: int = 100) -> torch.Tensor:
+    """(K,) mean cross-entropy per scale of the ground-truth codes, teacher-forced, every token."""
+    spec = model.spec
+    total = torch.zeros(spec.num_scales, dtype=torch.float64)
+    n = tensors["idx"].shape[0]
+    for i in range(0, n, batch_size):
+        sl = slice(i, min(n, i + batch_size))
+        part = {k: v[sl] for k, v in tensors.items()}
+        cond = conds[sl]
+        tb = to_token_batch(part, cond, "cpu")
+        c = model.condition(tb.cond)
+        h = model(c, tb.x_in)
+        logits = model.head(h).float()
+        ce = F.cross_entropy(logits.transpose(1, 2), tb.idx, reduction="none")  # (B, L)
+        for k in range(spec.num_scales):
+            total[k] += ce[:, spec.scale_slice(k)].mean(dim=1).sum().double()
+    return (total / n).float()
+
+
+def unigram_entropy(idx: torch.Tensor, spec) -> torch.Tensor:
+    """(K,) entropy (nats) of the per-scale code frequencies: the loss of a model that ignores everything."""
+    out = []
+    for k in range(spec.num_scales):
+        codes = idx[:, spec.scale_slice(k)].flatten()
+        p = torch.bincount(codes, minlength=spec.vocab_size).double() / codes.numel()
+        p = p[p > 0]
+        out.append(float(-(p * p.log()).sum()))
+    return torch.tensor(out)
+
+
+@torch.no_grad()
+def completion_scores(model, tok, tensors: dict, prompts: list[str], conds, n_fixed: int, sampling: dict,
+                      batch_size: int = 100, seed: int = 0) -> dict[str, float]:
+    """Prompt metrics of images whose first ``n_fixed`` scales are the real image's codes and the rest sampled."""
+    spec = model.spec
+    acc = PromptAccuracy(get_embedded_evaluator(None, "cpu"))
+    n = len(prompts)
+    for i in range(0, n, batch_size):
+        sl = slice(i, min(n, i + batch_size))
+        idx = tensors["idx"][sl]
+        prefix = [idx[:, spec.scale_slice(k)] for k in range(n_fixed)]
+        g = torch.Generator().manual_seed(seed + i)
+        out = generate_tokens(model, tok, conds[sl], generator=g, prefix_indices=prefix, **sampling)
+        images = tok.decode(out.tokens).clamp(-1, 1)
+        acc.update((images + 1) / 2, prompts[sl])
+    return acc.compute()
+
+
+def shuffled(conds, seed: int = 0):
+    perm = torch.randperm(len(conds), generator=torch.Generator().manual_seed(seed))
+    if torch.is_tensor(conds):
+        return conds[perm]
+    return [conds[int(j)] for j in perm]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("generator", help="a generator artifact folder")
+    ap.add_argument("--label", required=True)
+    ap.add_argument("--tokenizer", default=None, help="its tokenizer artifact, when the generator does not name it")
+    ap.add_argument("--n", type=int, default=500, help="images per split")
+    ap.add_argument("--data", default=str(LOG.parents[2] / "conf" / "data" / "synthscenes.yaml"),
+                    help="the data config the generator was trained on (a YAML file), plus key=value overrides")
+    ap.add_argument("overrides", nargs="*", help="data overrides, e.g. train_size=10000")
+    ap.add_argument("--completion", type=int, default=0,
+                    help="also score completions of this many test images from 0..K real scales")
+    ap.add_argument("--fixed", type=int, nargs="*", default=None, help="real-scale counts to score (default: all)")
+    ap.add_argument("--cfg", type=float, default=None, help="sampling overrides (default: the artifact's)")
+    ap.add_argument("--top-k", type=int, default=None)
+    ap.add_argument("--top-p", type=float, default=None)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--diffusion-temperature", type=float, default=1.0)
+    ap.add_argument("--skip-ce", action="store_true", help="completion only")
+    ap.add_argument("--no-log", action="store_true")
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    gen = load_generator(args.generator, args.tokenizer)
+    model, tok = gen.model.eval(), gen.tokenizer.model.eval()
+    if model.head is None:
+        raise SystemExit("the probe reads cross-entropy: a discrete or hybrid generator is needed")
+    art = OmegaConf.load(Path(args.generator) / "config.yaml")
+    tok_dir = Path(args.tokenizer).resolve() if args.tokenizer else (Path(args.generator) / art.tokenizer_dir).resolve()
+    cache_dir = tok_dir.parents[1] / "token_cache" / tok_dir.name
+    cache = load_cache(cache_dir)
+    if cache is None:
+        raise SystemExit(f"no token cache at {cache_dir}")
+    data_cfg = OmegaConf.merge(OmegaConf.load(args.data), OmegaConf.from_dotlist(args.overrides))
+    test = ImageTensorDataset(build_dataset(data_cfg, "test"))
+    enc = encode_dataset(tok, torch.utils.data.Subset(test, range(min(args.n, len(test)))), 100, "cpu", collate,
+                         desc="encode test")
+    condition = str(art.ar.condition)
+
+    def conds_of(c: dict, n: int):
+        if condition == "class":
+            return c["tensors"]["category_id"][:n]
+        return list(c["prompts"][:n])
+
+    n_train = min(args.n, cache["tensors"]["idx"].shape[0])
+    train_t = {k: v[:n_train] for k, v in cache["tensors"].items()}
+    splits = {"train": (train_t, conds_of(cache, n_train)), "test": (enc["tensors"], conds_of(enc, args.n))}
+    spec = model.spec
+    floor = unigram_entropy(cache["tensors"]["idx"], spec)
+    rec = {"label": args.label, "generator": str(args.generator), "condition": condition,
+           "data_overrides": args.overrides,
+           "patch_nums": list(spec.patch_nums), "unigram": [round(float(v), 4) for v in floor]}
+    for name, (t, c) in ({} if args.skip_ce else splits).items():
+        own = per_scale_ce(model, t, c)
+        shuf = per_scale_ce(model, t, shuffled(c))
+        rec[f"{name}_own"] = [round(float(v), 4) for v in own]
+        rec[f"{name}_shuffled"] = [round(float(v), 4) for v in shuf]
+    if args.completion:
+        m = min(args.completion, args.n)
+        t_test = {k: v[:m] for k, v in enc["tensors"].items()}
+        s_cfg = art.ar.sampling
+        pick = lambda given, default: default if given is None else given
+        sampling = dict(cfg=float(pick(args.cfg, s_cfg.cfg)), top_k=int(pick(args.top_k, s_cfg.top_k)),
+                        top_p=float(pick(args.top_p, s_cfg.top_p)), temperature=args.temperature,
+                        diffusion_temperature=args.diffusion_temperature)
+        rec["sampling"] = sampling
+        rec["completion"] = {}
+        for n_fixed in (range(spec.num_scales + 1) if args.fixed is None else args.fixed):
+            scores = completion_scores(model, tok, t_test, list(enc["prompts"][:m]), conds_of(enc, m)[:m] if
+                                       condition == "class" else list(enc["prompts"][:m]), n_fixed, sampling)
+            rec["completion"][n_fixed] = {k: round(v, 4) for k, v in scores.items()}
+            print(f"real scales {n_fixed}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()
+                                                     if k in ("prompt_accuracy", "class_accuracy",
+                                                              "prompt_accuracy/main_shape",
+                                                              "prompt_accuracy/main_position",
+                                                              "prompt_accuracy/main_color")))
+    rec["commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                                   cwd=LOG.parents[2]).stdout.strip()
+    rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if args.skip_ce:
+        print(json.dumps(rec.get("sampling")))
+        if not args.no_log:
+            with LOG.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+        return
+    print(f"{'scale':>6} {'pn':>3} {'unigram':>8} {'train':>7} {'tr-shuf':>8} {'test':>7} {'te-shuf':>8}")
+    for k, p in enumerate(spec.patch_nums):
+        print(f"{k:>6} {p:>3} {rec['unigram'][k]:8.3f} {rec['train_own'][k]:7.3f} {rec['train_shuffled'][k]:8.3f} "
+              f"{rec['test_own'][k]:7.3f} {rec['test_shuffled'][k]:8.3f}")
+    if not args.no_log:
+        LOG.parent.mkdir(parents=True, exist_ok=True)
+        with LOG.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    main()
