@@ -53,7 +53,13 @@ import torch.nn.functional as F
 
 from hartkit.errors import ConfigError
 from hartkit.tokenizers.config import QuantizerConfig
-from hartkit.tokenizers.quantizer import PhiBank, WalkOutput, area_resize, bicubic_resize, usage_stats
+from hartkit.tokenizers.quantizer import (
+    MultiScaleQuantizer,
+    PhiBank,
+    WalkOutput,
+    area_resize,
+    usage_stats,
+)
 
 
 def parse_options(schema: type, cfg: Any) -> Any:
@@ -176,13 +182,8 @@ class ImplicitScaleQuantizer(nn.Module):
         """(..., C): the last scale's contribution of each code (the tokenizer's ``code_embedding``)."""
         return self.code_to_latent(self.codes_of(idx), len(self.patch_nums) - 1)
 
-    def upsample_scale(self, h_BCpp: torch.Tensor, k: int, hw: tuple[int, int]) -> torch.Tensor:
-        last = k == len(self.patch_nums) - 1
-        if not last:
-            h_BCpp = bicubic_resize(h_BCpp, hw)
-        if last and not self.phi_on_last_scale:
-            return h_BCpp
-        return self.quant_resi(h_BCpp, k)
+    # the same upsampling + Phi as VAR's walk (needs patch_nums, phi_on_last_scale and quant_resi, as here)
+    upsample_scale = MultiScaleQuantizer.upsample_scale
 
     # --- the walk -----------------------------------------------------------------------------
     def forward(self, f_BChw: torch.Tensor) -> WalkOutput:
