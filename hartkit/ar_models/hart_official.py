@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hartkit.ar_models.var_official import GeneratorCheckpointMismatchError
+from hartkit.ar_models.var_official import GeneratorCheckpointMismatchError, derived_buffer_problems, listing
 from hartkit.errors import ConfigError
 from hartkit.utils.io import atomic_save_safetensors, atomic_write, read_state_dict
 
@@ -204,13 +204,6 @@ def hart_attn_bias(config: dict[str, Any]) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ check
-def _block(title: str, items: list[str]) -> str:
-    if not items:
-        return ""
-    more = f"\n    ... and {len(items) - 40} more" if len(items) > 40 else ""
-    return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:40]) + more
-
-
 def check_hart_state_dict(state: dict[str, torch.Tensor], config: dict[str, Any], vocab_size: int,
                           latent_channels: int, source: str = "checkpoint") -> None:
     """Raise GeneratorCheckpointMismatchError listing missing / unexpected / mis-shaped keys and wrong buffers.
@@ -236,18 +229,13 @@ def check_hart_state_dict(state: dict[str, torch.Tensor], config: dict[str, Any]
             hint += "."
         raise GeneratorCheckpointMismatchError(
             f"{source} does not match HART's layout for its config.json and the tokenizer (nothing was loaded):"
-            + _block("missing keys", missing) + _block("unexpected keys", unexpected)
-            + _block("shape mismatches", shapes) + hint
+            + listing("missing keys", missing) + listing("unexpected keys", unexpected)
+            + listing("shape mismatches", shapes) + hint
             + "\n  Check config.json (next to the weights) and that the tokenizer is HART's (tokenizer=hart_pretrained).")
-    bad = []
-    if "lvl_1L" in state and not torch.equal(state["lvl_1L"].cpu().long(), hart_level_ids(config)):
-        bad.append("lvl_1L is not HART's level of every token for these patch_nums / context_token")
-    if "attn_bias_for_masking" in state and not torch.equal(state["attn_bias_for_masking"].cpu().float(),
-                                                            hart_attn_bias(config)):
-        bad.append("attn_bias_for_masking is not HART's block-causal mask for these patch_nums / context_token")
-    nonzero = [k for k in state if k.endswith("attn.zero_k_bias") and bool(state[k].any())]
-    if nonzero:
-        bad.append(f"{nonzero[0]} is not zero")
+    bad = derived_buffer_problems(
+        state, hart_level_ids(config), hart_attn_bias(config),
+        "lvl_1L is not HART's level of every token for these patch_nums / context_token",
+        "attn_bias_for_masking is not HART's block-causal mask for these patch_nums / context_token")
     if bad:
         raise GeneratorCheckpointMismatchError(f"{source}: " + "; ".join(bad) + " (nothing was loaded)")
 

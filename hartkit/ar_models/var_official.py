@@ -167,6 +167,29 @@ def to_var_state_dict(model: ScaleAR) -> dict[str, torch.Tensor]:
     return out
 
 
+def listing(title: str, items: list[str]) -> str:
+    """An indented block of an error message: the first 40 items (keys, shapes) and how many more."""
+    if not items:
+        return ""
+    more = f"\n    ... and {len(items) - 40} more" if len(items) > 40 else ""
+    return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:40]) + more
+
+
+def derived_buffer_problems(state: dict[str, torch.Tensor], levels: torch.Tensor, mask: torch.Tensor,
+                            level_what: str, mask_what: str, zero_k_why: str = "") -> list[str]:
+    """What is wrong with the buffers VAR and HART save but hartkit recomputes (each checked when present):
+    ``lvl_1L`` must equal ``levels``, ``attn_bias_for_masking`` ``mask``, every ``attn.zero_k_bias`` zero."""
+    bad = []
+    if "lvl_1L" in state and not torch.equal(state["lvl_1L"].cpu().long(), levels):
+        bad.append(level_what)
+    if "attn_bias_for_masking" in state and not torch.equal(state["attn_bias_for_masking"].cpu().float(), mask):
+        bad.append(mask_what)
+    nonzero = [k for k in state if k.endswith("attn.zero_k_bias") and bool(state[k].any())]
+    if nonzero:
+        bad.append(f"{nonzero[0]} is not zero{zero_k_why}")
+    return bad
+
+
 def _mismatch_message(source: str, layout: dict[str, tuple[int, ...]], state: dict[str, torch.Tensor]) -> str | None:
     missing = [k for k in layout if k not in state]
     unexpected = sorted(k for k in state if k not in layout)
@@ -174,12 +197,6 @@ def _mismatch_message(source: str, layout: dict[str, tuple[int, ...]], state: di
               for k in layout if k in state and tuple(state[k].shape) != layout[k]]
     if not (missing or unexpected or shapes):
         return None
-
-    def block(title: str, items: list[str]) -> str:
-        if not items:
-            return ""
-        more = f"\n    ... and {len(items) - 40} more" if len(items) > 40 else ""
-        return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:40]) + more
 
     hint = ""
     if "word_embed.weight" in state and any(k.startswith("blocks.") for k in state):
@@ -190,8 +207,8 @@ def _mismatch_message(source: str, layout: dict[str, tuple[int, ...]], state: di
     if any(k.startswith("shared_ada_lin") or k.endswith("ada_gss") for k in state):
         hint += "\n  It uses shared AdaLN (VAR-d36, 512 px), which hartkit does not build."
     return (f"{source} does not match the VAR generator built from the config (nothing was loaded):"
-            + block("missing keys", missing) + block("unexpected keys", unexpected)
-            + block("shape mismatches", shapes) + hint
+            + listing("missing keys", missing) + listing("unexpected keys", unexpected)
+            + listing("shape mismatches", shapes) + hint
             + "\n  Check that ar=var_d<depth> matches the file and that the tokenizer is VAR's (tokenizer=var_pretrained).")
 
 
@@ -201,16 +218,12 @@ def from_var_state_dict(model: ScaleAR, state: dict[str, torch.Tensor], source: 
     problem = _mismatch_message(source, var_layout(model), state)
     if problem:
         raise GeneratorCheckpointMismatchError(problem)
-    bad = []
-    cpu_levels = var_level_ids(model.spec.patch_nums)
-    if not torch.equal(state["lvl_1L"].cpu().long(), cpu_levels):
-        bad.append("lvl_1L (the scale of every token) differs from the tokenizer's scales "
-                   f"{list(model.spec.patch_nums)}")
-    if not torch.equal(state["attn_bias_for_masking"].cpu().float(), var_attn_bias(model.spec.patch_nums)):
-        bad.append("attn_bias_for_masking is not VAR's block-causal mask for these scales")
-    nonzero_k = [k for k in state if k.endswith("attn.zero_k_bias") and bool(state[k].any())]
-    if nonzero_k:
-        bad.append(f"{nonzero_k[0]} is not zero (VAR never trains it; hartkit has no k bias)")
+    pn = model.spec.patch_nums
+    bad = derived_buffer_problems(
+        state, var_level_ids(pn), var_attn_bias(pn),
+        f"lvl_1L (the scale of every token) differs from the tokenizer's scales {list(pn)}",
+        "attn_bias_for_masking is not VAR's block-causal mask for these scales",
+        " (VAR never trains it; hartkit has no k bias)")
     if bad:
         raise GeneratorCheckpointMismatchError(f"{source}: " + "; ".join(bad) + " (nothing was loaded)")
     out = {}

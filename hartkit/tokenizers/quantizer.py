@@ -103,7 +103,59 @@ class WalkOutput:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-class MultiScaleQuantizer(nn.Module):
+class ScaleWalk:
+    """The scale walk every multi-scale quantizer shares (VAR's and the plug-ins in ``tokenizers/quantizers``):
+    upsampling + Phi of a scale, encoding to indices, and indices back to ``f_hat``. A quantizer using it has
+    ``patch_nums``, ``channels``, ``phi_on_last_scale``, ``quant_resi`` (a PhiBank) and defines
+    ``scale_indices(z_NC, k)`` (the codes of scale k's vectors) and ``embed_scale(idx_Bl, k)``."""
+
+    def upsample_scale(self, h_BCpp: torch.Tensor, k: int, hw: tuple[int, int]) -> torch.Tensor:
+        """Bring scale k's map to the latent size and apply its Phi (what ``f_hat`` receives)."""
+        last = k == len(self.patch_nums) - 1
+        if not last:
+            h_BCpp = bicubic_resize(h_BCpp, hw)
+        if last and not self.phi_on_last_scale:
+            return h_BCpp
+        return self.quant_resi(h_BCpp, k)
+
+    @torch.no_grad()
+    def encode_indices(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-scale indices and the (non-STE) f_hat of the discrete scales."""
+        indices, f_hat, _ = self.encode_walk(f_BChw)
+        return indices, f_hat
+
+    @torch.no_grad()
+    def encode_walk(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Per-scale indices, the (non-STE) f_hat of the discrete scales, and ``f_rest`` just before the
+        last scale's code is subtracted (HART's ``f_rest_wo_last_discrete`` in
+        ``HARTHybridQuantizer.f_to_idxBl_and_frest``: the target its residual diffusion starts from)."""
+        with torch.autocast(device_type=f_BChw.device.type, enabled=False):
+            f_rest = f_BChw.float().clone()
+            B, C, H, W = f_rest.shape
+            f_hat = torch.zeros_like(f_rest)
+            K = len(self.patch_nums)
+            indices = []
+            rest_before_last = f_rest
+            for k, pn in enumerate(self.patch_nums):
+                if k == K - 1:
+                    rest_before_last = f_rest.clone()
+                z_BCpp = f_rest if k == K - 1 else area_resize(f_rest, pn)
+                idx_Bl = self.scale_indices(z_BCpp.permute(0, 2, 3, 1).reshape(-1, C), k).view(B, pn * pn)
+                h = self.upsample_scale(self.embed_scale(idx_Bl, k), k, (H, W))
+                f_hat += h
+                f_rest -= h
+                indices.append(idx_Bl)
+            return indices, f_hat, rest_before_last
+
+    def indices_to_f_hat(self, indices: list[torch.Tensor], hw: tuple[int, int]) -> torch.Tensor:
+        B = indices[0].shape[0]
+        f_hat = torch.zeros(B, self.channels, *hw, device=indices[0].device)
+        for k, idx_Bl in enumerate(indices):
+            f_hat = f_hat + self.upsample_scale(self.embed_scale(idx_Bl, k), k, hw)
+        return f_hat
+
+
+class MultiScaleQuantizer(ScaleWalk, nn.Module):
     """VAR's multi-scale residual vector quantizer with one codebook shared by all scales."""
 
     def __init__(self, vocab_size: int, channels: int, patch_nums, num_phi: int = 4, phi_ratio: float = 0.5,
@@ -131,14 +183,8 @@ class MultiScaleQuantizer(nn.Module):
             return nearest_code(z_NC.float(), self.embedding.weight.float(), cosine=self.using_znorm,
                                 chunk=self.chunk_size)
 
-    def upsample_scale(self, h_BCpp: torch.Tensor, k: int, hw: tuple[int, int]) -> torch.Tensor:
-        """Bring scale k's map to the latent size and apply its Phi (what ``f_hat`` receives)."""
-        last = k == len(self.patch_nums) - 1
-        if not last:
-            h_BCpp = bicubic_resize(h_BCpp, hw)
-        if last and not self.phi_on_last_scale:
-            return h_BCpp
-        return self.quant_resi(h_BCpp, k)
+    def scale_indices(self, z_NC: torch.Tensor, k: int) -> torch.Tensor:
+        return self.lookup(z_NC)  # one codebook for every scale
 
     def embed_scale(self, idx_Bl: torch.Tensor, k: int) -> torch.Tensor:
         pn = self.patch_nums[k]
@@ -189,41 +235,6 @@ class MultiScaleQuantizer(nn.Module):
             self.ema_vocab_hit_SV.mul_(decay).add_(hit_SV, alpha=1 - decay)
         self._hit_updates += 1
 
-    @torch.no_grad()
-    def encode_indices(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Per-scale indices and the (non-STE) f_hat of the discrete scales."""
-        indices, f_hat, _ = self.encode_walk(f_BChw)
-        return indices, f_hat
-
-    @torch.no_grad()
-    def encode_walk(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Per-scale indices, the (non-STE) f_hat of the discrete scales, and ``f_rest`` just before the
-        last scale's code is subtracted (HART's ``f_rest_wo_last_discrete`` in
-        ``HARTHybridQuantizer.f_to_idxBl_and_frest``: the target its residual diffusion starts from)."""
-        with torch.autocast(device_type=f_BChw.device.type, enabled=False):
-            f_rest = f_BChw.float().clone()
-            B, C, H, W = f_rest.shape
-            f_hat = torch.zeros_like(f_rest)
-            K = len(self.patch_nums)
-            indices = []
-            rest_before_last = f_rest
-            for k, pn in enumerate(self.patch_nums):
-                if k == K - 1:
-                    rest_before_last = f_rest.clone()
-                z_BCpp = f_rest if k == K - 1 else area_resize(f_rest, pn)
-                idx_Bl = self.lookup(z_BCpp.permute(0, 2, 3, 1).reshape(-1, C)).view(B, pn * pn)
-                h = self.upsample_scale(self.embed_scale(idx_Bl, k), k, (H, W))
-                f_hat += h
-                f_rest -= h
-                indices.append(idx_Bl)
-            return indices, f_hat, rest_before_last
-
-    def indices_to_f_hat(self, indices: list[torch.Tensor], hw: tuple[int, int]) -> torch.Tensor:
-        B = indices[0].shape[0]
-        f_hat = self.embedding.weight.new_zeros(B, self.channels, *hw)
-        for k, idx_Bl in enumerate(indices):
-            f_hat = f_hat + self.upsample_scale(self.embed_scale(idx_Bl, k), k, hw)
-        return f_hat
 
     @torch.no_grad()
     def reinit_dead_codes(self, threshold: float = 1e-3, generator: torch.Generator | None = None) -> int:

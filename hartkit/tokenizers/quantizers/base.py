@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from hartkit.errors import ConfigError
 from hartkit.tokenizers.config import QuantizerConfig
 from hartkit.tokenizers.quantizer import (
-    MultiScaleQuantizer,
     PhiBank,
+    ScaleWalk,
     WalkOutput,
     area_resize,
     usage_stats,
@@ -108,7 +108,7 @@ def sample_entropy_from_log_probs(log_p_NV: torch.Tensor) -> torch.Tensor:
     return -(log_p_NV.exp() * log_p_NV).sum(-1).mean()
 
 
-class ImplicitScaleQuantizer(nn.Module):
+class ImplicitScaleQuantizer(ScaleWalk, nn.Module):
     """Base of the quantizers whose codes are a fixed function (no learned codebook); see the module docstring.
 
     A subclass sets ``config_class`` and defines ``code(u) -> (codes, indices)`` (codes with a straight-through
@@ -182,8 +182,8 @@ class ImplicitScaleQuantizer(nn.Module):
         """(..., C): the last scale's contribution of each code (the tokenizer's ``code_embedding``)."""
         return self.code_to_latent(self.codes_of(idx), len(self.patch_nums) - 1)
 
-    # the same upsampling + Phi as VAR's walk (needs patch_nums, phi_on_last_scale and quant_resi, as here)
-    upsample_scale = MultiScaleQuantizer.upsample_scale
+    def scale_indices(self, z_NC: torch.Tensor, k: int) -> torch.Tensor:
+        return self.code(self.scale_input(z_NC, k))[1]
 
     # --- the walk -----------------------------------------------------------------------------
     def forward(self, f_BChw: torch.Tensor) -> WalkOutput:
@@ -216,41 +216,6 @@ class ImplicitScaleQuantizer(nn.Module):
             out = WalkOutput(f_hat=f_hat, indices=indices, vq_loss=(latent_loss + code_loss) / K)
         out.stats = {**usage_stats(torch.stack(hits)), **code_stats}
         return out
-
-    @torch.no_grad()
-    def encode_walk(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Per-scale indices, the f_hat of the exact codes (= ``indices_to_f_hat(indices)``), and ``f_rest`` before
-        the last scale's code is subtracted (the hybrid generators' residual target)."""
-        with torch.autocast(device_type=f_BChw.device.type, enabled=False):
-            f_rest = f_BChw.float().clone()
-            B, C, H, W = f_rest.shape
-            K = len(self.patch_nums)
-            f_hat = torch.zeros_like(f_rest)
-            indices = []
-            rest_before_last = f_rest
-            for k, pn in enumerate(self.patch_nums):
-                if k == K - 1:
-                    rest_before_last = f_rest.clone()
-                z_BCpp = f_rest if k == K - 1 else area_resize(f_rest, pn)
-                _, idx_N = self.code(self.scale_input(z_BCpp.permute(0, 2, 3, 1).reshape(-1, C), k))
-                idx_Bl = idx_N.view(B, pn * pn)
-                h = self.upsample_scale(self.embed_scale(idx_Bl, k), k, (H, W))
-                f_hat = f_hat + h
-                f_rest = f_rest - h
-                indices.append(idx_Bl)
-            return indices, f_hat, rest_before_last
-
-    @torch.no_grad()
-    def encode_indices(self, f_BChw: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        indices, f_hat, _ = self.encode_walk(f_BChw)
-        return indices, f_hat
-
-    def indices_to_f_hat(self, indices: list[torch.Tensor], hw: tuple[int, int]) -> torch.Tensor:
-        B = indices[0].shape[0]
-        f_hat = self.log_gain.new_zeros(B, self.channels, *hw)
-        for k, idx_Bl in enumerate(indices):
-            f_hat = f_hat + self.upsample_scale(self.embed_scale(idx_Bl, k), k, hw)
-        return f_hat
 
     def reinit_dead_codes(self, threshold: float = 1e-3, generator: torch.Generator | None = None) -> int:
         return 0  # fixed codes: nothing to re-initialise

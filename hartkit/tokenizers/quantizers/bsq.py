@@ -35,12 +35,11 @@ from hartkit.errors import ConfigError
 from hartkit.tokenizers.quantizers import register_quantizer
 from hartkit.tokenizers.quantizers.base import (
     EntropyQuantizerConfig,
-    ImplicitScaleQuantizer,
     batch_entropy_from_log_probs,
     parse_options,
     power_of_two_bits,
 )
-from hartkit.tokenizers.quantizers.lfq import bit_weights, bits_of
+from hartkit.tokenizers.quantizers.lfq import SignQuantizer, bit_weights, bits_of
 
 
 @dataclass
@@ -57,26 +56,19 @@ def binary_entropy_of_logit(a: torch.Tensor) -> torch.Tensor:
 
 
 @register_quantizer("bsq")
-class BSQ(ImplicitScaleQuantizer):
+class BSQ(SignQuantizer):
     config_class = BSQConfig
     type_name = "bsq"
+    unit_sphere = True
 
-    def __init__(self, channels: int, patch_nums, vocab_size: int = 1024, group_size: int = 0,
-                 entropy_weight: float = 0.1, sample_entropy_weight: float = 1.0, batch_entropy_weight: float = 1.0,
-                 entropy_temperature: float = 0.01, commit_weight: float = 0.25, **walk):
+    def __init__(self, channels: int, patch_nums, vocab_size: int = 1024, group_size: int = 0, **kwargs):
         bits = power_of_two_bits(vocab_size, "bsq")
         group = bits if group_size in (0, None) else int(group_size)
         if group < 1 or bits % group:
             raise ConfigError(f"tokenizer.quantizer.group_size={group_size} must divide the {bits} bits of "
                               f"vocab_size={vocab_size} (0: one group, the exact batch entropy)")
-        super().__init__(channels, patch_nums, code_dim=bits, vocab_size=vocab_size, **walk)
+        super().__init__(channels, patch_nums, vocab_size=vocab_size, **kwargs)
         self.group_size = group
-        self.entropy_weight = float(entropy_weight)
-        self.sample_entropy_weight = float(sample_entropy_weight)
-        self.batch_entropy_weight = float(batch_entropy_weight)
-        self.entropy_temperature = float(entropy_temperature)
-        self.commit_weight = float(commit_weight)
-        self.register_buffer("_bit_weights", bit_weights(bits), persistent=False)
         # the 2^g sub-codes of one group, entries +-1/sqrt(d) (the group's coordinates of full codes)
         sub = bits_of(torch.arange(2**group), bit_weights(group)) * 2 - 1
         self.register_buffer("_group_codes", sub / math.sqrt(bits), persistent=False)
@@ -85,22 +77,10 @@ class BSQ(ImplicitScaleQuantizer):
     def from_config(cls, cfg, channels: int, patch_nums, phi_on_last_scale: bool) -> BSQ:
         o = parse_options(BSQConfig, cfg)
         return cls(channels, patch_nums, vocab_size=o.vocab_size, group_size=o.group_size,
-                   entropy_weight=o.entropy_weight, sample_entropy_weight=o.sample_entropy_weight,
-                   batch_entropy_weight=o.batch_entropy_weight, entropy_temperature=o.entropy_temperature,
-                   commit_weight=o.commit_weight, **cls.walk_kwargs(o, phi_on_last_scale))
+                   **cls.entropy_kwargs(o), **cls.walk_kwargs(o, phi_on_last_scale))
 
     def code_input(self, u_Nd: torch.Tensor) -> torch.Tensor:
         return F.normalize(u_Nd, dim=-1)
-
-    def code(self, v_Nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        positive = v_Nd > 0
-        hard = F.normalize(torch.where(positive, 1.0, -1.0).to(v_Nd.dtype), dim=-1)
-        idx = (positive.long() * self._bit_weights).sum(-1)
-        codes = v_Nd + (hard - v_Nd).detach() if self.training else hard
-        return codes, idx
-
-    def codes_of(self, idx: torch.Tensor) -> torch.Tensor:
-        return F.normalize(bits_of(idx, self._bit_weights) * 2 - 1, dim=-1)
 
     def entropies(self, v_Nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean per-sample entropy: exact, per dimension; batch entropy: summed over groups of bits)."""
@@ -110,13 +90,3 @@ class BSQ(ImplicitScaleQuantizer):
         log_p = F.log_softmax(2 * groups @ self._group_codes.t() / T, dim=-1)  # (N, G, 2^g)
         h_batch = sum(batch_entropy_from_log_probs(log_p[:, j]) for j in range(log_p.shape[1]))
         return h_sample, h_batch
-
-    def code_loss(self, v_Nd: torch.Tensor, codes_Nd: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        if not self.training:
-            return v_Nd.new_zeros(()), {}
-        h_sample, h_batch = self.entropies(v_Nd)
-        commit = F.mse_loss(v_Nd, codes_Nd.detach())
-        loss = self.entropy_weight * (self.sample_entropy_weight * h_sample - self.batch_entropy_weight * h_batch) \
-            + self.commit_weight * commit
-        return loss, {"entropy/sample": float(h_sample.detach()), "entropy/batch": float(h_batch.detach()),
-                      "commit": float(commit.detach())}

@@ -52,15 +52,17 @@ def bits_of(idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return ((idx.unsqueeze(-1) // weights) % 2).float()
 
 
-@register_quantizer("lfq")
-class LFQ(ImplicitScaleQuantizer):
-    config_class = LFQConfig
-    type_name = "lfq"
+class SignQuantizer(ImplicitScaleQuantizer):
+    """Codes are the signs of the d = log2(vocab_size) code dimensions (straight-through in training), indexed as
+    a binary number, first dimension most significant; ``unit_sphere`` scales them to length 1 (BSQ). The loss
+    is MAGVIT-v2's entropy form plus commitment; a subclass defines ``entropies(v) -> (sample, batch)``."""
+
+    unit_sphere = False
 
     def __init__(self, channels: int, patch_nums, vocab_size: int = 1024, entropy_weight: float = 0.1,
                  sample_entropy_weight: float = 1.0, batch_entropy_weight: float = 1.0,
                  entropy_temperature: float = 0.01, commit_weight: float = 0.25, **walk):
-        bits = power_of_two_bits(vocab_size, "lfq")
+        bits = power_of_two_bits(vocab_size, self.type_name)
         super().__init__(channels, patch_nums, code_dim=bits, vocab_size=vocab_size, **walk)
         self.entropy_weight = float(entropy_weight)
         self.sample_entropy_weight = float(sample_entropy_weight)
@@ -68,31 +70,22 @@ class LFQ(ImplicitScaleQuantizer):
         self.entropy_temperature = float(entropy_temperature)
         self.commit_weight = float(commit_weight)
         self.register_buffer("_bit_weights", bit_weights(bits), persistent=False)
-        # all 2^d codes (V, d), for the soft assignments of the entropy loss
-        self.register_buffer("_all_codes", self.codes_of(torch.arange(vocab_size)), persistent=False)
 
-    @classmethod
-    def from_config(cls, cfg, channels: int, patch_nums, phi_on_last_scale: bool) -> LFQ:
-        o = parse_options(LFQConfig, cfg)
-        return cls(channels, patch_nums, vocab_size=o.vocab_size, entropy_weight=o.entropy_weight,
-                   sample_entropy_weight=o.sample_entropy_weight, batch_entropy_weight=o.batch_entropy_weight,
-                   entropy_temperature=o.entropy_temperature, commit_weight=o.commit_weight,
-                   **cls.walk_kwargs(o, phi_on_last_scale))
+    def _length(self, signs: torch.Tensor) -> torch.Tensor:
+        return F.normalize(signs, dim=-1) if self.unit_sphere else signs
 
     def code(self, v_Nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         positive = v_Nd > 0
-        hard = torch.where(positive, 1.0, -1.0).to(v_Nd.dtype)
+        hard = self._length(torch.where(positive, 1.0, -1.0).to(v_Nd.dtype))
         idx = (positive.long() * self._bit_weights).sum(-1)
         codes = v_Nd + (hard - v_Nd).detach() if self.training else hard
         return codes, idx
 
     def codes_of(self, idx: torch.Tensor) -> torch.Tensor:
-        return bits_of(idx, self._bit_weights) * 2 - 1
+        return self._length(bits_of(idx, self._bit_weights) * 2 - 1)
 
     def entropies(self, v_Nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean per-sample entropy, batch entropy) of p(c|u) over all 2^d codes."""
-        log_p = F.log_softmax(2 * v_Nd @ self._all_codes.t() / self.entropy_temperature, dim=-1)
-        return sample_entropy_from_log_probs(log_p), batch_entropy_from_log_probs(log_p)
+        raise NotImplementedError
 
     def code_loss(self, v_Nd: torch.Tensor, codes_Nd: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if not self.training:
@@ -103,3 +96,31 @@ class LFQ(ImplicitScaleQuantizer):
             + self.commit_weight * commit
         return loss, {"entropy/sample": float(h_sample.detach()), "entropy/batch": float(h_batch.detach()),
                       "commit": float(commit.detach())}
+
+    @staticmethod
+    def entropy_kwargs(o: EntropyQuantizerConfig) -> dict[str, float]:
+        return dict(entropy_weight=o.entropy_weight, sample_entropy_weight=o.sample_entropy_weight,
+                    batch_entropy_weight=o.batch_entropy_weight, entropy_temperature=o.entropy_temperature,
+                    commit_weight=o.commit_weight)
+
+
+@register_quantizer("lfq")
+class LFQ(SignQuantizer):
+    config_class = LFQConfig
+    type_name = "lfq"
+
+    def __init__(self, channels: int, patch_nums, vocab_size: int = 1024, **kwargs):
+        super().__init__(channels, patch_nums, vocab_size=vocab_size, **kwargs)
+        # all 2^d codes (V, d), for the soft assignments of the entropy loss
+        self.register_buffer("_all_codes", self.codes_of(torch.arange(vocab_size)), persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg, channels: int, patch_nums, phi_on_last_scale: bool) -> LFQ:
+        o = parse_options(LFQConfig, cfg)
+        return cls(channels, patch_nums, vocab_size=o.vocab_size, **cls.entropy_kwargs(o),
+                   **cls.walk_kwargs(o, phi_on_last_scale))
+
+    def entropies(self, v_Nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean per-sample entropy, batch entropy) of p(c|u) over all 2^d codes."""
+        log_p = F.log_softmax(2 * v_Nd @ self._all_codes.t() / self.entropy_temperature, dim=-1)
+        return sample_entropy_from_log_probs(log_p), batch_entropy_from_log_probs(log_p)
