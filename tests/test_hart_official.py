@@ -1,5 +1,6 @@
 """HART's released transformer (hart-0.7b-1024px, llm/): key layout, strict check, save back, the residual
-diffusion MLP against a restatement of HART's equations, and the refusal of load_hart_generator.
+diffusion MLP against a restatement of HART's equations, and what load_hart_generator (the pipeline's route) does.
+The transformer itself: tests/test_hart_transformer.py.
 
 The reference key list below is written out from HART's code (mit-han-lab/hart e28a41f:
 hart/modules/models/transformer/hart_transformer_t2i.py ``HARTForT2I.__init__``, networks/basic_hart.py
@@ -216,31 +217,39 @@ def test_respaced_schedule_and_step_equal_harts():
 
 
 # ----------------------------------------------------------------------------------------------- entry point
-def test_load_hart_generator_checks_then_refuses(tmp_path):
+def no_text(prompts):  # load_hart_generator(text_encoder=...): skips the text-model folder
+    raise AssertionError("not called")
+
+
+def test_load_hart_generator_checks_then_loads(tmp_path):
+    """The pipeline's route checks the files and returns a generator the stages drive (tests/test_hart_pipeline.py
+    samples it); a bad release fails before anything is built, saying what to fix."""
+    from hartkit.ar_models.hart_generator import HARTGenerator
+    from hartkit.tokenizers.fake import FakeMultiScaleTokenizer
+
     cfg = SimpleNamespace(name="hart_0.7b", checkpoint=str(write_release(tmp_path / "llm", reference_state())))
-    with pytest.raises(ConfigError) as e:
-        load_hart_generator(cfg, tokenizer_stub())
-    msg = str(e.value)
-    assert "matches HART's layout" in msg and "does not compute HART's transformer" in msg
-    assert "0.25 / sqrt(head_dim)" in msg and "1-D RoPE" in msg
-    # load_var_generator routes hart presets here
-    with pytest.raises(ConfigError, match="matches HART's layout"):
-        load_var_generator(cfg, tokenizer_stub())
+    with pytest.raises(ConfigError, match="ar/text_encoder=hf ar.text_encoder.pretrained"):
+        load_hart_generator(cfg, tokenizer_stub())  # no text encoder configured
+    tok = FakeMultiScaleTokenizer("hybrid", PATCH_NUMS, V, CV, downsample=2, seed=3)
+    gen = load_hart_generator(cfg, tok, text_encoder=no_text)
+    assert isinstance(gen, HARTGenerator) and torch.equal(gen.transformer.head.bias, reference_state()["head.bias"])
+    with pytest.raises(ConfigError, match="ar/text_encoder=hf"):  # load_var_generator routes hart presets here
+        load_var_generator(cfg, tok)
     with pytest.raises(ConfigError, match="patch_nums"):
-        load_hart_generator(cfg, tokenizer_stub((1, 2, 4, 8)))
+        load_hart_generator(cfg, tokenizer_stub((1, 2, 4, 8)), text_encoder=no_text)
     bad = reference_state()
     bad.pop("decoder_norm.weight")
     cfg.checkpoint = str(write_release(tmp_path / "bad", bad, name="pytorch_model.bin"))
     with pytest.raises(GeneratorCheckpointMismatchError, match="decoder_norm.weight"):
-        load_hart_generator(cfg, tokenizer_stub())
+        load_hart_generator(cfg, tokenizer_stub(), text_encoder=no_text)
     cfg.checkpoint = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="hart-0.7b-1024px"):
-        load_hart_generator(cfg, tokenizer_stub())
+        load_hart_generator(cfg, tokenizer_stub(), text_encoder=no_text)
     (tmp_path / "noconf").mkdir()
     torch.save(reference_state(), tmp_path / "noconf" / "w.bin")
     cfg.checkpoint = str(tmp_path / "noconf" / "w.bin")
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        load_hart_generator(cfg, tokenizer_stub())
+        load_hart_generator(cfg, tokenizer_stub(), text_encoder=no_text)
 
 
 def test_full_size_count_for_hartkits_shape_guess():

@@ -17,11 +17,14 @@ table is in hartkit/ar_models/README.md, "Official HART generator"):
   checked when the file holds them.
 - ``save_hart_checkpoint`` writes a checked state dict back in HART's layout and key order (plus ``config.json``);
   load then save gives identical tensors.
-- The residual diffusion MLP (``diffloss.net.*``) is the one part hartkit computes exactly as HART does:
-  ``hart_diffusion_to_hartkit`` / ``hartkit_diffusion_to_hart`` map it onto ``DiffusionMLP`` and back.
-- ``load_hart_generator`` checks the files and then refuses (``ConfigError``): ``ScaleAR`` does not build HART's
-  transformer (``HART_TRANSFORMER_GAPS`` lists why), and loading the weights into a model that computes something
-  else would give images that are not HART's.
+- ``hart_diffusion_to_hartkit`` / ``hartkit_diffusion_to_hart`` map the residual diffusion MLP
+  (``diffloss.net.*``) onto hartkit's ``DiffusionMLP`` and back, exactly.
+- The transformer is computed as HART's code reads by ``hartkit.ar_models.hart_transformer.HARTTransformer`` (HART's key names;
+  ``load_hart_transformer`` reads a release folder into it).
+- ``load_hart_generator`` (the pipeline's route for ``ar=hart_0.7b``) checks the files, loads them into
+  ``HARTTransformer``, loads HART's prompt encoder from the local folder ``ar.text_encoder.pretrained``
+  (``hart_text.HARTTextEncoder``) and returns a ``hart_generator.HARTGenerator``, which gen_eval samples and
+  scores like any generator. ``HART_CAVEATS`` lists what is not reproduced (random streams, float16 kernels).
 """
 
 from __future__ import annotations
@@ -65,24 +68,21 @@ DIFF_FREQ_DIM = 256  # diffloss.TimestepEmbedder frequency_embedding_size
 
 _DERIVED = ("lvl_1L", "attn_bias_for_masking")  # + blocks.{i}.attn.zero_k_bias
 
-# Why ScaleAR cannot compute HART's transformer (read in hart_transformer_t2i.py and basic_hart.py).
-HART_TRANSFORMER_GAPS = (
-    "sequence: HART's first stage is the T=context_token projected text tokens themselves (no separate start "
-    "token; scale 1 is predicted from the last text token), so a sequence has L + T - 1 tokens; hartkit puts a "
-    "start token after a text prefix (L + T)",
-    "positions: HART rotates text tokens with 1-D RoPE at their context_position_ids and image tokens with RoPE "
-    "on (row, col) coordinates rescaled to the last grid and offset by the last text position "
-    "(LlamaAttention.forward, get_position_ids); hartkit's rope2d tables differ",
-    "attention: HART's llama attention scales q.k by 0.25 / sqrt(head_dim) (attn_l2_norm=false) and attends to "
-    "padded text tokens under context_mask; hartkit uses 1 / sqrt(head_dim) and no text mask",
-    "norms: HART's RMSNorm layers (LlamaRMSNormFused) carry a learned weight even where VAR's norm is affine-free "
-    "(blocks.{i}.ln_wo_grad.weight, head_nm.ln_wo_grad.weight), and context_norm / context_embed replace "
-    "hartkit's text LayerNorm + projection",
-    "AdaLN condition: max-pool over all T projected text tokens, padding included (context_pooling, mode max)",
-    "FFN: LlamaMLP hidden = int(2 * mlp_ratio * C / 3 + 255) // 256 * 256 (4096 at C=1536) with gate/up/down "
-    "projections; hartkit's SwiGLU rounds to a multiple of 64",
-    "last scale: HART samples it MaskGIT-style in num_maskgit_iters passes (1 by default) over a random order, "
-    "with top-k 300 from the 8th scale on",
+# What hartkit does not reproduce of HART's generator (the transformer itself is computed exactly by
+# hartkit.ar_models.hart_transformer.HARTTransformer, the prompt encoder by hart_text.HARTTextEncoder; see their
+# docstrings and hartkit/ar_models/README.md). Caveats of the pipeline's route, not refusals.
+HART_CAVEATS = (
+    "random streams: HART draws MaskGIT orders from numpy's global generator, codes and Gumbel noise from its "
+    "CUDA generator and diffusion noise from torch's global one; HARTTransformer.sample draws the same "
+    "distributions from one torch.Generator, so a seed does not give HART's images",
+    "training forward: HART's forward drops text with torch.randn < cond_drop_rate, draws the subset of "
+    "last-scale tokens it keeps and adds the diffusion loss; HARTTransformer.forward is the deterministic "
+    "teacher forcing (all tokens, or a given subset with last_keep); the pipeline does not fine-tune HART",
+    "precision: HART runs the text model and the transformer under float16 autocast with its fused RMSNorm / "
+    "RoPE kernels and flash attention (app.py loads both in float16); hartkit computes in float32 (checked in "
+    "float32 / float64 on CPU only, against a restatement of HART's code: no official weights or outputs were "
+    "available)",
+    "text model: HART pins transformers 4.42.2; another version may compute Qwen2's hidden states differently",
 )
 
 
@@ -317,10 +317,40 @@ def _tokenizer_sizes(tokenizer: nn.Module) -> tuple[int, int, tuple[int, ...]]:
     return int(tokenizer.vocab_size), int(tokenizer.latent_channels), tuple(int(p) for p in tokenizer.patch_nums)
 
 
-def load_hart_generator(ar_cfg: Any, tokenizer: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
-    """Check ``ar_cfg.checkpoint`` against HART's layout and the tokenizer, then refuse: ScaleAR does not build
-    HART's transformer (see ``HART_TRANSFORMER_GAPS``). Every error says what to fix."""
+def _text_encoder_folder(ar_cfg: Any) -> tuple[Any, int]:
+    """(local folder of HART's text model, max_len) from ``ar.text_encoder``; ConfigError for another encoder."""
     get = ar_cfg.get if hasattr(ar_cfg, "get") else lambda k, d=None: getattr(ar_cfg, k, d)
+    te = get("text_encoder")
+    tget = (te.get if hasattr(te, "get") else lambda k, d=None: getattr(te, k, d)) if te is not None else None
+    if te is None or tget("name", "hf") != "hf":
+        raise ConfigError("HART's generator reads its text encoder from a local transformers folder: use "
+                          "ar/text_encoder=hf ar.text_encoder.pretrained=/path/to/Qwen2-VL-1.5B-Instruct "
+                          f"(got ar.text_encoder.name={None if te is None else tget('name')!r})")
+    folder = tget("pretrained", None)
+    model = tget("model", None)
+    if not folder and model and Path(str(model)).expanduser().is_dir():
+        folder = model  # ar.text_encoder.model may name the local folder too
+    return folder, int(tget("max_len", 300))
+
+
+def load_hart_generator(ar_cfg: Any, tokenizer: nn.Module, device: torch.device | str = "cpu",
+                        text_encoder: Any = None) -> nn.Module:
+    """The pipeline's route for ``ar=hart_0.7b ar.checkpoint=.../llm ar/text_encoder=hf
+    ar.text_encoder.pretrained=.../Qwen2-VL-1.5B-Instruct``: check the files against HART's layout and the
+    tokenizer, load them into ``HARTTransformer`` (float32, on ``device``), load HART's prompt encoder
+    (``hart_text.HARTTextEncoder``; ``text_encoder`` replaces it: any callable prompts -> (context, mask,
+    position ids)) and return a ``hart_generator.HARTGenerator``. Every error says what to fix; nothing is
+    downloaded. ``HART_CAVEATS`` lists what is not reproduced."""
+    from hartkit.ar_models.hart_generator import HARTGenerator
+    from hartkit.ar_models.hart_text import HARTTextEncoder, check_text_model_folder
+    from hartkit.ar_models.hart_transformer import build_hart_transformer, load_hart_state_dict
+    from hartkit.ar_models.model import TokenSpec
+
+    get = ar_cfg.get if hasattr(ar_cfg, "get") else lambda k, d=None: getattr(ar_cfg, k, d)
+    folder, max_len = None, None
+    if text_encoder is None:  # fail on a missing text model before reading 0.7 B weights
+        folder, max_len = _text_encoder_folder(ar_cfg)
+        check_text_model_folder(folder)
     config, state, weights = read_hart_checkpoint(get("checkpoint"))
     V, Cv, patch_nums = _tokenizer_sizes(tokenizer)
     c = check_hart_config(config)
@@ -328,12 +358,20 @@ def load_hart_generator(ar_cfg: Any, tokenizer: nn.Module, device: torch.device 
         raise ConfigError(f"{weights}: HART's config.json has patch_nums {list(c['patch_nums'])}, the tokenizer "
                           f"{list(patch_nums)} (1024 px: {list(HART_PATCH_NUMS_1024)}); set the tokenizer's scales "
                           "to the checkpoint's")
-    check_hart_state_dict(state, config, V, Cv, source=str(weights))
+    if max_len is not None and max_len != int(c["context_token"]):
+        raise ConfigError(f"ar.text_encoder.max_len={max_len} but HART's config.json has context_token="
+                          f"{c['context_token']} (HART: 300 both); set ar.text_encoder.max_len={c['context_token']}")
     counts = hart_parameter_count(config, V, Cv)
-    raise ConfigError(
-        f"{weights} matches HART's layout ({len(state)} tensors; {counts['transformer'] / 1e6:.1f} M transformer + "
-        f"{counts['diffusion_head'] / 1e6:.1f} M diffusion-head parameters), but hartkit's ScaleAR does not compute "
-        "HART's transformer, so it is not loaded (its images would not be HART's):\n  - "
-        + "\n  - ".join(HART_TRANSFORMER_GAPS)
-        + "\n  Only the residual diffusion MLP maps exactly (hartkit.ar_models.hart_official."
-        "hart_diffusion_to_hartkit). See hartkit/ar_models/README.md, 'Official HART generator'.")
+    model = build_hart_transformer(config, V, Cv, "meta")  # no random init of 0.7 B weights
+    load_hart_state_dict(model, state, source=str(weights), assign=True)
+    model = model.to(device=device, dtype=torch.float32).eval()
+    if text_encoder is None:
+        text_encoder = HARTTextEncoder(folder, max_len=max_len).to(device)
+        if text_encoder.out_dim != int(c["context_dim"]):
+            raise ConfigError(f"the text model in {folder} has hidden size {text_encoder.out_dim}, HART's "
+                              f"config.json context_dim={c['context_dim']}: use the text model HART was trained "
+                              "with (Qwen2-VL-1.5B-Instruct)")
+    log.info("loaded HART generator from %s (%.1f M transformer + %.1f M diffusion-head parameters; text encoder "
+             "%s); not reproduced: %s", weights, counts["transformer"] / 1e6, counts["diffusion_head"] / 1e6,
+             folder or type(text_encoder).__name__, "; ".join(c_.split(":")[0] for c_ in HART_CAVEATS))
+    return HARTGenerator(model, text_encoder, TokenSpec.from_tokenizer(tokenizer), source=str(weights)).eval()

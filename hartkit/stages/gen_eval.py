@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from hartkit.ar_models import sampling  # called as sampling.generate_images: patchable on its module
 from hartkit.ar_models.efficiency import generation_efficiency
+from hartkit.ar_models.hart_generator import HARTGenerator
 from hartkit.errors import ConfigError
 from hartkit.eval.baselines import CEILING, FLOOR, mean_colour
 from hartkit.eval.generation import GenerationMetrics
@@ -62,10 +63,22 @@ def sampling_kwargs(cfg) -> dict:
             "diffusion_temperature": float(s.get("diffusion_temperature", 1.0))}
 
 
+def generate(model, tokenizer, cond, **kw) -> torch.Tensor:
+    """Images in [-1, 1]: ``sampling.generate_images``, or HART's released generator's own sampler
+    (``ar=hart_0.7b ar.checkpoint=...``: hartkit.ar_models.hart_generator.HARTGenerator)."""
+    if isinstance(model, HARTGenerator):
+        return model.generate_images(tokenizer, cond, **kw)
+    return sampling.generate_images(model, tokenizer, cond, **kw)
+
+
 def efficiency_report(ctx, model, tokenizer, prompts: list[str], cat_ids: torch.Tensor) -> dict:
     """The record's efficiency numbers (hartkit.ar_models.efficiency.generation_efficiency) under this run's sampling."""
     s = ctx.cfg.ar.sampling
     conds = cat_ids if ctx.cfg.ar.condition == "class" else prompts
+    if isinstance(model, HARTGenerator):
+        return model.efficiency(tokenizer, prompts, sampling_kwargs(ctx.cfg), ctx.device,
+                                measure=bool(s.measure_efficiency),
+                                max_batch=min(int(s.throughput_max_batch), len(prompts)))
     return generation_efficiency(model, tokenizer, conds, sampling_kwargs(ctx.cfg), ctx.device,
                                  measure=bool(s.measure_efficiency),
                                  max_batch=min(int(s.throughput_max_batch), len(prompts)))
@@ -110,7 +123,7 @@ def run(ctx) -> None:
         idx = list(range(start, min(start + bs, n)))
         cond = cat_ids[idx] if cfg.ar.condition == "class" else [prompts[j] for j in idx]
         g = torch.Generator(device=ctx.device).manual_seed(int(cfg.ar.sampling.seed) * 1_000_003 + start // bs)
-        imgs = sampling.generate_images(model, tokenizer, cond, generator=g, **kw)
+        imgs = generate(model, tokenizer, cond, generator=g, **kw)
         where = {"indices": idx} if getattr(metrics, "needs_indices", False) else {}  # IS splits: sample order
         metrics.update(_resize_to(((imgs + 1) / 2).float(), es.resolution), [prompts[j] for j in idx],
                        [categories[j] for j in idx], **where)
