@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from hartkit.engine.config import TrainConfig
 from hartkit.utils.identity import hashed_when_set, setting
 
 
@@ -43,19 +44,15 @@ class DiffusionHeadConfig:
 
 
 @dataclass
-class ARTrainConfig:
+class ARTrainConfig(TrainConfig):
     # default embedded run: 2000 steps at batch 16 (32k sequences, 3x what the previous width-256, 300 x 32
-    # default saw) of the width-128 tiny preset; the hybrid's took 11 min on 2 idle CPU cores (results/README.md)
-    steps: int = 2000
+    # default saw) of the width-128 tiny preset; the hybrid's took 11 min on 2 idle CPU cores (results/README.md).
+    # The rest (steps, betas, warmup, schedule, EMA, intervals): hartkit.engine.config.TrainConfig's defaults
     batch_size: int = 16
-    grad_accum: int = setting(default=1)  # micro-batches per step (same global batch, less activation memory)
     lr: float = 1.6e-2  # at batch 256; scaled linearly with batch_size (1e-3 at 16; VAR: 1e-4 at paper scale)
     weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
     grad_clip: float = 2.0
-    ema_decay: float = 0.0  # 0 disables weight EMA
+    log_every: int = setting(default=50)
     cond_drop_p: float = 0.1  # per-sample condition dropout (null class / empty prompt) for CFG
     # Which last-scale tokens a training step keeps (dropped ones leave the transformer pass and every loss).
     # One rule for every kind, drawn first from the step's generator, so discrete, hybrid and continuous
@@ -75,11 +72,7 @@ class ARTrainConfig:
     residual_codes: str = "sampled"
     residual_top_k: Optional[int] = None  # None: HART's 600 of 4096 codes scaled to the vocabulary (150 of 1024)
     residual_top_p: float = 0.96  # HART: 0.96
-    checkpoint_every: int = setting(default=500)
-    log_every: int = setting(default=50)
-    grid_every: int = setting(default=0)  # 0: only at the end
     grid_size: int = setting(default=16)  # images in the sample grid
-    amp: bool = True  # bf16 autocast on GPU only
 
 
 @dataclass

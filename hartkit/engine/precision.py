@@ -39,7 +39,9 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 
 def resolve_cpu_amp(value) -> bool:
-    """``cpu_amp`` config value (true / false / "auto") -> whether to autocast to bf16 on a CPU."""
+    """``cpu_amp`` config value (true / false / "auto"; None: off) -> whether to autocast to bf16 on a CPU."""
+    if value is None:
+        return False
     if isinstance(value, bool):
         return value
     if str(value).lower() == "auto":

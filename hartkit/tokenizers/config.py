@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from hartkit.engine.config import TrainConfig
 from hartkit.utils.identity import setting
 
 
@@ -45,19 +46,10 @@ class QuantizerConfig:
 
 
 @dataclass
-class TokenizerTrainConfig:
+class TokenizerTrainConfig(TrainConfig):
     # default embedded run: 2000 steps at batch 8 (16k images): 4x the updates of batch 32 at the same images
-    # (+0.6 dB, results/research_log.md); the tokenizer stage took 5.8 min on 2 idle CPU cores (hybrid)
-    steps: int = 2000
-    batch_size: int = 8
-    grad_accum: int = setting(default=1)  # micro-batches per step (same global batch, less activation memory)
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0  # 0 disables weight EMA
+    # (+0.6 dB, results/research_log.md); the tokenizer stage took 5.8 min on 2 idle CPU cores (hybrid).
+    # steps, batch, optimizer, schedule, clipping, EMA, intervals: hartkit.engine.config.TrainConfig's defaults
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     lpips_weight: float = 0.0  # needs local LPIPS weights (lpips_weights)
@@ -67,11 +59,7 @@ class TokenizerTrainConfig:
     disc_ch: int = 32
     disc_layers: int = 2
     disc_lr: Optional[float] = None  # None: lr
-    checkpoint_every: int = setting(default=500)
-    log_every: int = setting(default=100)
-    grid_every: int = setting(default=0)  # 0: only at the end
     grid_images: int = setting(default=8)
-    amp: bool = True  # autocast (bf16) on GPU only
     cpu_amp: Any = "auto"  # bf16 autocast on CPU: true | false | auto (on where the CPU has native bf16)
 
 
