@@ -22,8 +22,17 @@ def build_adamw(model: nn.Module, lr: float, betas: Iterable[float] = (0.9, 0.95
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    fused = all(p.is_cuda for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=_fused_supported(groups) or None)
+
+
+def _fused_supported(groups: list[dict]) -> bool:
+    """The fused AdamW kernel: on CUDA, and on CPU since torch 2.4, where it is x6 faster than the default
+    per-tensor loop on the tokenizer's 145 tensors (1.5 vs 9.3 ms per step, one thread; results/research_log.md)."""
+    params = [p for g in groups for p in g["params"]]
+    if all(p.is_cuda for p in params):
+        return True
+    cpu_ok = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 4)
+    return cpu_ok and all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params)
 
 
 def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
