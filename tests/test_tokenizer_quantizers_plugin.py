@@ -258,6 +258,54 @@ def test_straight_through_gradients_reach_encoder_side_projections_and_gains(qty
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
+def partial_sums(quant, indices, hw):
+    """F_k: the walk's quantized latent after scales 0..k (exact codes), for every k."""
+    return [quant.indices_to_f_hat(indices[:k + 1], hw) for k in range(len(indices))]
+
+
+@pytest.mark.parametrize("qtype", PLUGINS)
+def test_the_latent_loss_reaches_the_encoder_only_through_its_commitment_term(qtype):
+    # VAR's latent loss per scale k is beta * mse(sg[F_k], f) + mse(F_k, sg[f]): the encoder commits through the
+    # first term, the code side (projections, gains, Phi) learns from the second. Were the second term to reach
+    # f through the straight-through codes, it would push f *away* from F_k (the codes do not move with f, the
+    # gradient says they do), outweighing beta < 1: LFQ's unbounded code inputs then grew without limit
+    # (results/research_log.md). With the code losses off, the f-gradient must be the first term's alone.
+    off = {} if qtype == "fsq" else {"entropy_weight": 0.0, "commit_weight": 0.0}
+    f0 = latent(6, pn=4, scale=2.0)
+    for beta in (0.0, 0.25):
+        quant = multi_scale(qtype, beta=beta, **off).train()
+        f = f0.clone().requires_grad_(True)
+        walk = quant(f)
+        grad_f, *grads = torch.autograd.grad(walk.vq_loss, [f, quant.project_out.weight, quant.log_gain,
+                                                            *quant.quant_resi.parameters()], allow_unused=True)
+        F_k = partial_sums(quant, walk.indices, (4, 4))
+        K, n = len(F_k), f0.numel()
+        expected = sum(2 * beta * (f0 - Fk) / n for Fk in F_k) / K
+        torch.testing.assert_close(torch.zeros_like(f0) if grad_f is None else grad_f, expected, atol=1e-7, rtol=0)
+        # ... and the code side still learns from the second term
+        assert all(g is not None and g.abs().sum() > 0 for g in grads[:2])
+        assert sum(float(g.abs().sum()) for g in grads[2:] if g is not None) > 0
+
+
+def test_lfq_latent_trained_on_the_walk_loss_stays_within_the_codes_reach():
+    # An encoder output f trained by gradient descent on the latent loss alone (quantizer frozen, code losses off).
+    # Its gradient is (2 beta / (n K)) sum_k (f - F_k) (the test above), so a step of lr = alpha n / (2 beta) gives
+    # f' = (1 - alpha) f + alpha mean_k F_k, a convex combination: max|f'| <= max(max|f|, max_k max|F_k|), where
+    # the F_k are sums of fixed codes (bounded). Before the fix f grew by orders of magnitude within these steps.
+    quant = multi_scale("lfq", entropy_weight=0.0, commit_weight=0.0).train().requires_grad_(False)
+    f = latent(6, pn=4, scale=2.0).requires_grad_(True)
+    alpha = 0.5
+    opt = torch.optim.SGD([f], lr=alpha * f.numel() / (2 * quant.beta))
+    for _ in range(40):
+        before = float(f.detach().abs().max())
+        walk = quant(f)
+        reach = max(float(Fk.abs().max()) for Fk in partial_sums(quant, walk.indices, (4, 4)))
+        opt.zero_grad()
+        walk.vq_loss.backward()
+        opt.step()
+        assert float(f.detach().abs().max()) <= max(before, reach) + 1e-5
+
+
 def tiny_tokenizer(kind, qtype, seed=0):
     torch.manual_seed(seed)
     q = {"fsq": {"levels": [5, 4, 3]}, "lfq": {"vocab_size": 64}, "bsq": {"vocab_size": 64, "group_size": 3}}[qtype]

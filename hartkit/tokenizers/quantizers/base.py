@@ -32,10 +32,17 @@ Design choices (hartkit's, not from the papers, which quantize one scale):
   residual handed to the next scale is detached (residual VQ's convention) and
   the decoder sees the walk's ``f_hat`` itself, so the encoder, the
   projections, the gains and Phi all learn from the reconstruction. The loss
-  adds VAR's latent VQ loss (``beta * mse(sg[f_hat], f) + mse(f_hat, sg[f])``
+  adds VAR's latent VQ loss (``beta * mse(sg[f_hat], f) + mse(f_hat_q, sg[f])``
   per scale, averaged: it keeps the discrete sum close to the latent, which the
   hybrid kind needs on the steps it decodes ``f``) and the quantizer's own
   code-space loss (LFQ / BSQ: entropy and commitment), averaged over scales.
+  As in VAR, the encoder commits through the first term only: ``f_hat_q`` is
+  the same sum built from the exact codes (no straight-through path), so the
+  second term trains the projections, gains and Phi, not the encoder. Through
+  the straight-through codes it would push ``f`` *away* from ``f_hat`` (the
+  codes do not move with ``f``; the gradient says they do) with more weight
+  than ``beta`` pulls it back: with LFQ's unbounded code inputs the latent then
+  grew without limit (loss 1e6 within 150 steps; results/research_log.md).
 - Nothing to re-initialise: the codes are fixed, so ``dead_code_reinit`` must
   be false.
 """
@@ -194,6 +201,7 @@ class ImplicitScaleQuantizer(ScaleWalk, nn.Module):
             K = len(self.patch_nums)
             f_rest = f
             f_hat = torch.zeros_like(f)
+            f_hat_q = torch.zeros_like(f)
             latent_loss = f.new_zeros(())
             code_loss = f.new_zeros(())
             indices, hits = [], []
@@ -206,13 +214,21 @@ class ImplicitScaleQuantizer(ScaleWalk, nn.Module):
                 code_loss = code_loss + loss_k
                 for name, value in stats_k.items():
                     code_stats[name] = code_stats.get(name, 0.0) + value / K
-                e = self.code_to_latent(codes, k).view(B, pn, pn, C).permute(0, 3, 1, 2)
-                h = self.upsample_scale(e, k, (H, W))
+                h = self.upsample_scale(self.code_to_latent(codes, k).view(B, pn, pn, C).permute(0, 3, 1, 2), k,
+                                        (H, W))
                 f_hat = f_hat + h
                 f_rest = f_rest - h.detach()
+                # the same contribution from the exact codes (no straight-through path to the encoder): what
+                # VAR's codebook term sees; equal to h in value
+                h_q = self.upsample_scale(
+                    self.code_to_latent(codes.detach(), k).view(B, pn, pn, C).permute(0, 3, 1, 2), k, (H, W))
+                f_hat_q = f_hat_q + h_q
                 indices.append(idx_N.view(B, pn * pn))
                 hits.append(torch.bincount(idx_N, minlength=self.vocab_size).float())
-                latent_loss = latent_loss + self.beta * F.mse_loss(f_hat.detach(), f) + F.mse_loss(f_hat, f.detach())
+                # as VAR: the encoder commits through the first term, the code side (projections, gains, Phi)
+                # learns from the second
+                latent_loss = latent_loss + self.beta * F.mse_loss(f_hat.detach(), f) \
+                    + F.mse_loss(f_hat_q, f.detach())
             out = WalkOutput(f_hat=f_hat, indices=indices, vq_loss=(latent_loss + code_loss) / K)
         out.stats = {**usage_stats(torch.stack(hits)), **code_stats}
         return out
