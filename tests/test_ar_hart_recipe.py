@@ -328,3 +328,29 @@ def test_per_image_token_subset_forward_matches_one_image_at_a_time(pos):
             torch.testing.assert_close(h[b:b + 1], model(one, batch.x_in[b:b + 1], idx[b]), atol=1e-5, rtol=1e-5)
         full = model(cond, batch.x_in, torch.arange(85).expand(4, -1))
         torch.testing.assert_close(full, model(cond, batch.x_in), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_detached_diffusion_condition_leaves_the_transformer_to_the_cross_entropy(monkeypatch, detach):
+    """``ar.train.detach_diffusion_condition``: the transformer's gradient is the cross-entropy's alone."""
+    tok = tiny_tokenizer()
+    batch, _ = _cache_batch(tok)
+    torch.manual_seed(0)
+    model = ScaleAR(tiny_ar_cfg(**{"train.detach_diffusion_condition": detach}), TokenSpec.from_tokenizer(tok))
+    with torch.no_grad():  # a trained head: its zero-initialised output layers would pass no gradient back at all
+        for p in model.diffusion.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+    def block_grads(diffusion_counts: bool) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        if not diffusion_counts:  # the total without the diffusion term: the same draws before it, then zero
+            monkeypatch.setattr(model.diffusion, "loss", lambda *a, **k: torch.zeros(()))
+        loss, _ = model.loss(batch, generator=torch.Generator().manual_seed(3))
+        loss.backward()
+        monkeypatch.undo()
+        return [p.grad.clone() for p in model.blocks.parameters() if p.grad is not None]
+
+    with_diffusion, ce_only = block_grads(True), block_grads(False)
+    assert len(with_diffusion) == len(ce_only) > 0
+    same = all(torch.equal(a, b) for a, b in zip(with_diffusion, ce_only))
+    assert same is detach  # HART's default (not detached): the diffusion loss also trains the transformer

@@ -67,8 +67,9 @@ _FROZEN_IGNORED = {"tokenizer": _FROZEN_TOKENIZER_IGNORED,
                    "generator": (*_FROZEN_TOKENIZER_IGNORED, "ar.sampling", "ar.train.grad_accum",
                                  "ar.train.log_every", "ar.train.grid_every", "ar.train.grid_size",
                                  "ar.train.checkpoint_every")}
-# ar.train.cpu_amp: the shared TrainConfig gave the generators the field (None: off, as before it existed)
-_FROZEN_HASHED_WHEN_SET = ("ar.checkpoint", "data.mid_reso", "ar.train.cpu_amp")
+# ar.train.cpu_amp: the shared TrainConfig gave the generators the field (None: off, as before it existed);
+# ar.train.detach_diffusion_condition: a research option (None: HART)
+_FROZEN_HASHED_WHEN_SET = ("ar.checkpoint", "data.mid_reso", "ar.train.cpu_amp", "ar.train.detach_diffusion_condition")
 
 
 def _frozen_artifact_dir(cfg, artifact: str):

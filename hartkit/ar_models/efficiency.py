@@ -184,11 +184,8 @@ def generation_efficiency(model: ScaleAR, tokenizer, conds, sampling_kw: dict, d
     out.update({k: float(v) for k, v in macs.items()})
     out["macs_per_image"] = out.pop("macs_total")
     out.update({k: float(v) for k, v in steps_of(model, kw["diffusion_steps"]).items()})
-    out["parameters"] = float(counts["ar"] + counts["diffusion_head"])  # generator: AR + diffusion head
-    out["macs"] = out["macs_per_image"]
-    out["steps"] = out["ar_steps"] + out["diffusion_steps"]
     if not measure:
-        return out
+        return with_generic_columns(out, counts)
 
     def gen(batch: int, **extra):
         g = torch.Generator(device=device).manual_seed(0)
@@ -196,8 +193,22 @@ def generation_efficiency(model: ScaleAR, tokenizer, conds, sampling_kw: dict, d
         c = (torch.cat([conds] * reps) if isinstance(conds, torch.Tensor) else list(conds) * reps)[:batch]
         return sampling.generate_images(model, tokenizer, c, generator=g, **kw, **extra)
 
+    return with_generic_columns(measured(out, gen, device, max_batch, model.kind == "hybrid"), counts)
+
+
+def with_generic_columns(out: dict, counts: dict) -> dict:
+    """The leaderboard's generic columns: ``parameters`` (AR + diffusion head), ``macs`` and ``steps``."""
+    out["parameters"] = float(counts["ar"] + counts["diffusion_head"])
+    out["macs"] = out["macs_per_image"]
+    out["steps"] = out["ar_steps"] + out["diffusion_steps"]
+    return out
+
+
+def measured(out: dict, gen, device: torch.device, max_batch: int, residual: bool) -> dict:
+    """``out`` plus latency and throughput of ``gen(batch, **extra)``, and with ``residual`` (a hybrid generator)
+    the residual head's share of the latency (``gen(1, skip_residual=True)`` against ``gen(1)``)."""
     out.update({k: float(v) for k, v in latency_and_throughput(gen, device, max_batch=max_batch).items()})
-    if model.kind == "hybrid":
+    if residual:
         out["latency_discrete_only_s"] = time_generation(lambda b: gen(b, skip_residual=True), 1, device)
         out["residual_overhead_pct"] = 100.0 * (out["latency_s"] / out["latency_discrete_only_s"] - 1.0)
     return out

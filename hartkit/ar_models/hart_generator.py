@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hartkit.ar_models.efficiency import count_macs, measured, with_generic_columns
 from hartkit.ar_models.hart_official import HART_SAMPLING
 from hartkit.ar_models.hart_transformer import HartSample, HARTTransformer
 from hartkit.errors import ConfigError
@@ -142,8 +143,6 @@ class HARTGenerator(nn.Module):
         is not counted, as for ScaleAR's frozen encoders), steps and, with ``measure``, latency (batch 1, prompt
         encoding and decoding included, as HART's sample.py times it), throughput up to ``max_batch`` and the
         residual head's share of the latency."""
-        from hartkit.ar_models.efficiency import count_macs, latency_and_throughput, time_generation
-
         kw = dict(sampling_kw)
         counts = self.parameter_counts(tokenizer)
         out: dict[str, float] = {"params_ar": counts["ar"], "params_diffusion_head": counts["diffusion_head"],
@@ -165,18 +164,12 @@ class HARTGenerator(nn.Module):
                     "macs_decoder": float(macs_dec), "macs_per_image": float(macs_all + macs_dec),
                     "ar_steps": float(len(self.transformer.patch_nums) - 1 + self.num_maskgit_iters),
                     "diffusion_steps": float(steps)})
-        out["parameters"] = float(counts["ar"] + counts["diffusion_head"])
-        out["macs"] = out["macs_per_image"]
-        out["steps"] = out["ar_steps"] + out["diffusion_steps"]
         if not measure:
-            return out
+            return with_generic_columns(out, counts)
 
         def gen(batch: int, **extra):
             g = torch.Generator(device=device).manual_seed(0)
             ps = (list(prompts) * (batch // max(len(prompts), 1) + 1))[:batch]
             return self.generate_images(tokenizer, ps, generator=g, **{**kw, **extra})
 
-        out.update({k: float(v) for k, v in latency_and_throughput(gen, device, max_batch=max_batch).items()})
-        out["latency_discrete_only_s"] = time_generation(lambda b: gen(b, skip_residual=True), 1, device)
-        out["residual_overhead_pct"] = 100.0 * (out["latency_s"] / out["latency_discrete_only_s"] - 1.0)
-        return out
+        return with_generic_columns(measured(out, gen, device, max_batch, residual=True), counts)

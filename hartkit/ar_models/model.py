@@ -177,6 +177,7 @@ class ScaleAR(nn.Module):
         top_k = getattr(tcfg, "residual_top_k", None)
         self.residual_top_k = max(1, round(HART_TOP_K * spec.vocab_size / HART_VOCAB)) if top_k is None else int(top_k)
         self.residual_top_p = float(getattr(tcfg, "residual_top_p", HART_TOP_P))
+        self.detach_diffusion_condition = bool(getattr(tcfg, "detach_diffusion_condition", None))
         if spec.kind == "hybrid" and self.residual_codes == "sampled" and spec.last_scale_phi:
             raise ConfigError("ar.train.residual_codes=sampled needs a hybrid tokenizer without Phi at the last scale "
                              "(tokenizer.quantizer.phi_on_last_scale=false, HART's convention): with Phi the residual "
@@ -339,6 +340,8 @@ class ScaleAR(nn.Module):
             n_last = int((first >= last.start).sum())
             last_pos = all_idx[..., -n_last:] - last.start  # (n_last,) or (B, n_last)
             h_last = h_raw[:, -n_last:]
+            if self.detach_diffusion_condition:
+                h_last = h_last.detach()
             if self.residual_codes == "sampled":
                 target_d, code_emb, codes = self.sampled_residual_target(batch, logits[:, -n_last:], last_pos, generator)
                 gt = take_tokens(batch.idx[:, last.start:], last_pos)

@@ -68,8 +68,10 @@ def unigram_entropy(idx: torch.Tensor, spec) -> torch.Tensor:
 
 @torch.no_grad()
 def completion_scores(model, tok, tensors: dict, prompts: list[str], conds, n_fixed: int, sampling: dict,
-                      batch_size: int = 100, seed: int = 0) -> dict[str, float]:
-    """Prompt metrics of images whose first ``n_fixed`` scales are the real image's codes and the rest sampled."""
+                      batch_size: int = 100, seed: int = 0, use_residual: bool = True) -> dict[str, float]:
+    """Prompt metrics of images whose first ``n_fixed`` scales are the real image's codes and the rest sampled.
+
+    ``use_residual=False`` (hybrid): decode the codes only, without sampling the residual."""
     spec = model.spec
     acc = PromptAccuracy(get_embedded_evaluator(None, "cpu"))
     n = len(prompts)
@@ -78,8 +80,9 @@ def completion_scores(model, tok, tensors: dict, prompts: list[str], conds, n_fi
         idx = tensors["idx"][sl]
         prefix = [idx[:, spec.scale_slice(k)] for k in range(n_fixed)]
         g = torch.Generator().manual_seed(seed + i)
-        out = generate_tokens(model, tok, conds[sl], generator=g, prefix_indices=prefix, **sampling)
-        images = tok.decode(out.tokens).clamp(-1, 1)
+        out = generate_tokens(model, tok, conds[sl], generator=g, prefix_indices=prefix,
+                              skip_residual=not use_residual, **sampling)
+        images = tok.decode(out.tokens, use_residual=use_residual).clamp(-1, 1)
         acc.update((images + 1) / 2, prompts[sl])
     return acc.compute()
 
@@ -109,6 +112,8 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--diffusion-temperature", type=float, default=1.0)
     ap.add_argument("--skip-ce", action="store_true", help="completion only")
+    ap.add_argument("--discrete-decode", action="store_true",
+                    help="hybrid: decode the sampled codes without the residual (no diffusion head)")
     ap.add_argument("--no-log", action="store_true")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
@@ -155,10 +160,12 @@ def main() -> None:
                         top_p=float(pick(args.top_p, s_cfg.top_p)), temperature=args.temperature,
                         diffusion_temperature=args.diffusion_temperature)
         rec["sampling"] = sampling
+        rec["decode"] = "discrete only" if args.discrete_decode else "full"
         rec["completion"] = {}
         for n_fixed in (range(spec.num_scales + 1) if args.fixed is None else args.fixed):
             scores = completion_scores(model, tok, t_test, list(enc["prompts"][:m]), conds_of(enc, m)[:m] if
-                                       condition == "class" else list(enc["prompts"][:m]), n_fixed, sampling)
+                                       condition == "class" else list(enc["prompts"][:m]), n_fixed, sampling,
+                                       use_residual=not args.discrete_decode)
             rec["completion"][n_fixed] = {k: round(v, 4) for k, v in scores.items()}
             print(f"real scales {n_fixed}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()
                                                      if k in ("prompt_accuracy", "class_accuracy",
