@@ -103,9 +103,7 @@ def test_grad_accum_gives_the_full_batch_update(tmp_path):
     cache = encode_dataset(tok, fake_items(16), 8, "cpu", collate)
 
     def run(accum: int):
-        # fp32: under bf16 autocast the halves round differently from the whole batch (not a property of
-        # accumulation); the tolerances below are for fp32 sums
-        cfg = small_cfg(steps=3, checkpoint_every=0, grad_accum=accum, cpu_amp=False)
+        cfg = small_cfg(steps=3, checkpoint_every=0, grad_accum=accum, cpu_amp=False)  # fp32: the tolerances
         torch.manual_seed(0)
         model = ScaleAR(cfg, TokenSpec.from_tokenizer(tok))
         return train_generator(model, cache, cfg, tmp_path / f"a{accum}", torch.device("cpu"), seed=3).model

@@ -9,7 +9,7 @@ channels) are not set here: they come from the tokenizer the generator sits on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from hartkit.engine.config import TrainConfig
 from hartkit.utils.identity import hashed_when_set, setting
@@ -53,9 +53,6 @@ class ARTrainConfig(TrainConfig):
     weight_decay: float = 0.05
     grad_clip: float = 2.0
     log_every: int = setting(default=50)
-    # bf16 autocast on CPUs with native bf16 (true | false | auto): x1.27 steps/s for the tiny generator, and
-    # the same FD, CLIP score and prompt metrics at equal steps (results/research_log.md, fourth session)
-    cpu_amp: Any = hashed_when_set(default="auto")
     cond_drop_p: float = 0.1  # per-sample condition dropout (null class / empty prompt) for CFG
     # Which last-scale tokens a training step keeps (dropped ones leave the transformer pass and every loss).
     # One rule for every kind, drawn first from the step's generator, so discrete, hybrid and continuous

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hartkit.ar_models.model import TokenSpec
 from hartkit.ar_models.var_official import GeneratorCheckpointMismatchError, derived_buffer_problems, listing
 from hartkit.errors import ConfigError
 from hartkit.utils.io import atomic_save_safetensors, atomic_write, read_state_dict
@@ -341,10 +342,10 @@ def load_hart_generator(ar_cfg: Any, tokenizer: nn.Module, device: torch.device 
     (``hart_text.HARTTextEncoder``; ``text_encoder`` replaces it: any callable prompts -> (context, mask,
     position ids)) and return a ``hart_generator.HARTGenerator``. Every error says what to fix; nothing is
     downloaded. ``HART_CAVEATS`` lists what is not reproduced."""
+    # these modules import this one (HART's layout facts), so they are imported when the route runs
     from hartkit.ar_models.hart_generator import HARTGenerator
     from hartkit.ar_models.hart_text import HARTTextEncoder, check_text_model_folder
     from hartkit.ar_models.hart_transformer import build_hart_transformer, load_hart_state_dict
-    from hartkit.ar_models.model import TokenSpec
 
     get = ar_cfg.get if hasattr(ar_cfg, "get") else lambda k, d=None: getattr(ar_cfg, k, d)
     folder, max_len = None, None

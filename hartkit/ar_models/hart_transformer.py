@@ -53,14 +53,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hartkit.ar_models.diffusion import DiffusionHead
 from hartkit.ar_models.hart_official import (
     DIFF_FREQ_DIM,
     HART_VAE_SCALE,
     check_hart_config,
+    check_hart_state_dict,
     hart_attn_bias,
     hart_ffn_hidden,
     hart_level_ids,
     hart_num_positions,
+    read_hart_checkpoint,
 )
 from hartkit.errors import ConfigError
 
@@ -576,7 +579,6 @@ class HARTTransformer(nn.Module):
                         num_steps: int | None = None) -> torch.Tensor:
         """``DiffLoss.sample(z, temperature, cfg=t)``: (N, Cvae) residuals for the conditional half of ``z``
         ([cond; uncond] rows). HART guides unless t == 1.0 exactly (then the conditional rows alone)."""
-        from hartkit.ar_models.diffusion import DiffusionHead
 
         # the schedule and the ancestral steps only: the network is HART's own diffloss.net (eps_fn)
         steps = self.num_sampling_steps if num_steps is None else int(num_steps)
@@ -603,7 +605,6 @@ def load_hart_state_dict(model: HARTTransformer, state: dict[str, torch.Tensor],
     """Check ``state`` against HART's layout (hart_official.check_hart_state_dict), fill the buffers HART
     recomputes when the file lacks them, then ``load_state_dict(strict=True)`` (``assign``: take the tensors
     themselves, for a model built on the meta device)."""
-    from hartkit.ar_models.hart_official import check_hart_state_dict
 
     check_hart_state_dict(state, model.config, model.V, model.Cvae, source=source)
     full = dict(state)
@@ -622,7 +623,6 @@ def load_hart_transformer(path, vocab_size: int, latent_channels: int, device: t
     it) or a weights file, in eval mode, in ``dtype`` on ``device``. ``patch_nums`` (the tokenizer's) must equal
     the config's when given. HART samples with float32 weights under ``torch.autocast(float16)``; do the same
     for half precision (a float16 ``dtype`` needs autocast too: inputs are cast to float32 as in HART)."""
-    from hartkit.ar_models.hart_official import read_hart_checkpoint
 
     config, state, weights = read_hart_checkpoint(path)
     c = check_hart_config(config)
