@@ -36,10 +36,6 @@ class _LossModule(nn.Module):
         return self.model.loss(batch, final_scale_keep=self.keep, generator=generator)
 
 
-def condition_inputs(model: ScaleAR, batch: dict, condition: str):
-    return batch["category_id"] if condition == "class" else list(batch["prompt"])
-
-
 class GeneratorTask(TrainingTask):
     name = "generator"
     collate_fn = staticmethod(collate_tokens)
@@ -61,7 +57,8 @@ class GeneratorTask(TrainingTask):
         drop_gen = private_generator(derive_seed(step_seed, "condition_dropout"))
         self.step_gen = private_generator(derive_seed(step_seed, "loss"), self.device)
         drop = dropout_mask(len(batch["prompt"]), float(self.cfg.cond_drop_p), drop_gen)
-        cond = self.model.cond_module.apply_dropout(condition_inputs(self.model, batch, self.condition), drop)
+        cond = batch["category_id"] if self.condition == "class" else list(batch["prompt"])
+        cond = self.model.cond_module.apply_dropout(cond, drop)
         return list(zip(split_batch(batch, parts), split_batch(cond, parts)))
 
     def loss(self, runner, micro, step):

@@ -13,20 +13,17 @@ scale to the prompt; the question it answers is whether two tokenizers' codes di
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from probe_log import ROOT, append_record  # scripts/research/probe_log.py
 
 from hartkit import load_tokenizer
 from hartkit.data import ImageTensorDataset, build_dataset, collate
 from hartkit.data.synthscenes import parse_caption
 
-LOG = Path(__file__).resolve().parents[2] / "results" / "research" / "code_probe.jsonl"
+LOG = ROOT / "results" / "research" / "code_probe.jsonl"
 ATTRIBUTES = ("position", "color", "shape")
 
 
@@ -74,7 +71,7 @@ def main() -> None:
     ap.add_argument("tokenizer", help="a tokenizer artifact folder")
     ap.add_argument("overrides", nargs="*", help="data overrides, e.g. 'backgrounds=[gradient]'")
     ap.add_argument("--label", required=True)
-    ap.add_argument("--data", default=str(LOG.parents[2] / "conf" / "data" / "synthscenes.yaml"))
+    ap.add_argument("--data", default=str(ROOT / "conf" / "data" / "synthscenes.yaml"))
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--test", type=int, default=500)
     ap.add_argument("--no-log", action="store_true")
@@ -93,13 +90,8 @@ def main() -> None:
         rec[attribute] = {"per_scale": accs, "majority": round(majority, 4), "classes": len(vocab)}
         print(f"{attribute:>9} (majority {majority:.3f}): " + " ".join(
             f"pn{p}={a:.3f}" for p, a in zip(tok.patch_nums, accs)))
-    rec["commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                                   cwd=LOG.parents[2]).stdout.strip()
-    rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if not args.no_log:
-        LOG.parent.mkdir(parents=True, exist_ok=True)
-        with LOG.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_record(LOG, rec)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from probe_log import ROOT, append_record  # scripts/research/probe_log.py
 
 from hartkit import load_generator
 from hartkit.ar_models.sampling import generate_tokens
@@ -32,7 +31,7 @@ from hartkit.data import ImageTensorDataset, build_dataset, collate
 from hartkit.eval.embedded.model import get_embedded_evaluator
 from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 
-LOG = Path(__file__).resolve().parents[2] / "results" / "research" / "generator_probe.jsonl"
+LOG = ROOT / "results" / "research" / "generator_probe.jsonl"
 
 
 @torch.no_grad()
@@ -100,7 +99,7 @@ def main() -> None:
     ap.add_argument("--label", required=True)
     ap.add_argument("--tokenizer", default=None, help="its tokenizer artifact, when the generator does not name it")
     ap.add_argument("--n", type=int, default=500, help="images per split")
-    ap.add_argument("--data", default=str(LOG.parents[2] / "conf" / "data" / "synthscenes.yaml"),
+    ap.add_argument("--data", default=str(ROOT / "conf" / "data" / "synthscenes.yaml"),
                     help="the data config the generator was trained on (a YAML file), plus key=value overrides")
     ap.add_argument("overrides", nargs="*", help="data overrides, e.g. train_size=10000")
     ap.add_argument("--completion", type=int, default=0,
@@ -172,23 +171,17 @@ def main() -> None:
                                                               "prompt_accuracy/main_shape",
                                                               "prompt_accuracy/main_position",
                                                               "prompt_accuracy/main_color")))
-    rec["commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                                   cwd=LOG.parents[2]).stdout.strip()
-    rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if args.skip_ce:
         print(json.dumps(rec.get("sampling")))
         if not args.no_log:
-            with LOG.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_record(LOG, rec)
         return
     print(f"{'scale':>6} {'pn':>3} {'unigram':>8} {'train':>7} {'tr-shuf':>8} {'test':>7} {'te-shuf':>8}")
     for k, p in enumerate(spec.patch_nums):
         print(f"{k:>6} {p:>3} {rec['unigram'][k]:8.3f} {rec['train_own'][k]:7.3f} {rec['train_shuffled'][k]:8.3f} "
               f"{rec['test_own'][k]:7.3f} {rec['test_shuffled'][k]:8.3f}")
     if not args.no_log:
-        LOG.parent.mkdir(parents=True, exist_ok=True)
-        with LOG.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_record(LOG, rec)
 
 
 if __name__ == "__main__":
