@@ -78,3 +78,18 @@ def test_a_non_finite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match="step 5"):
         train(Regression(poison_step=5), _cfg(), tmp_path, torch.device("cpu"))
     assert (tmp_path / "checkpoints" / "step_00000004").is_dir()
+
+
+def test_train_threads_holds_for_the_loop_and_is_given_back(tmp_path):
+    seen = []
+
+    class Watch(Regression):
+        def loss(self, runner, micro, step):
+            seen.append(torch.get_num_threads())
+            return super().loss(runner, micro, step)
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    train(Watch(), _cfg(steps=3, threads=other), tmp_path, torch.device("cpu"))
+    assert seen == [other] * 3
+    assert torch.get_num_threads() == before

@@ -143,6 +143,22 @@ def test_seeds_aggregate_to_mean_and_std(tmp_path):
     assert "22 ± 2 (3 seeds) [19.5, 24.5]" in row
 
 
+def test_seeds_pool_across_a_key_added_unset_but_not_across_a_changed_value(tmp_path):
+    # seed 0 was written before ``ar.train.new_key`` existed; seeds 1 and 2 carry it unset (None), or with their
+    # own thread count: one config. A set value is another config, so it is a row of its own.
+    configs = {0: {"ar": {"train": {"lr": 1.0}}},
+               1: {"ar": {"train": {"lr": 1.0, "new_key": None, "threads": 1}}},
+               2: {"ar": {"train": {"lr": 1.0, "new_key": None}}},
+               3: {"ar": {"train": {"lr": 1.0, "new_key": 5}}}}
+    for seed, cfg in configs.items():
+        write_record(tmp_path, _recon("discrete", 500, {"psnr": 20.0 + seed}, f"2026-01-0{seed + 1}T00:00:00+00:00",
+                                      config=cfg, seed=seed))
+    build_leaderboard(tmp_path, plots=False)
+    rows = [r for r in (tmp_path / "leaderboard.md").read_text().splitlines() if r.startswith("| discrete |")]
+    assert len(rows) == 2, rows
+    assert any("21 ± 1 (3 seeds)" in r for r in rows) and any("| 23 |" in r for r in rows), rows
+
+
 def test_csv_keeps_every_run_with_latest_flag_and_intervals(tmp_path):
     _setup(tmp_path)
     build_leaderboard(tmp_path, plots=False)

@@ -31,3 +31,6 @@ class TrainConfig:
     # bf16 autocast on CPU: true | false | auto (on where the CPU has native bf16); None: off. Hashed only when
     # set, so the generators' artifacts from before the field existed keep their names
     cpu_amp: Any = hashed_when_set(default=None)
+    # torch CPU threads while this trainer runs (None: the run's `threads`). Not hashed, as `threads`: the count
+    # changes float summation order only. At small batches one thread can beat two (results/bench_train_loop.md)
+    threads: Any = setting(default=None)

@@ -121,7 +121,22 @@ def train(task: TrainingTask, cfg: TrainConfig, out_dir: str | os.PathLike, devi
           resume: bool = False, logger=None, stop_after: int | None = None) -> TrainResult:
     """Train ``task.model`` for ``cfg.steps`` steps; checkpoints go to ``out_dir/checkpoints``.
 
-    ``stop_after`` stops after that many steps of this call (what a killed run looks like to the next one)."""
+    ``stop_after`` stops after that many steps of this call (what a killed run looks like to the next one).
+    ``cfg.threads`` sets torch's CPU threads for the duration of this call (the previous count comes back)."""
+    threads = getattr(cfg, "threads", None)
+    if not threads or device.type != "cpu":
+        return _train(task, cfg, out_dir, device, seed, resume, logger, stop_after)
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    log.info("%s training on %d CPU thread(s) (train.threads)", task.name, int(threads))
+    try:
+        return _train(task, cfg, out_dir, device, seed, resume, logger, stop_after)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(task: TrainingTask, cfg: TrainConfig, out_dir: str | os.PathLike, device: torch.device, seed: int,
+           resume: bool, logger, stop_after: int | None) -> TrainResult:
     steps, accum = int(cfg.steps), int(cfg.grad_accum)
     model = task.model
     runner = wrap_ddp(task.runner, device)

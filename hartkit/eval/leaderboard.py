@@ -19,7 +19,8 @@ table uses any more are deleted). Rules:
 - a cell is ``value [low, high]`` with the record's 95% bootstrap interval;
   rows of the same config under several seeds (``python run.py -m seed=0,1,2``)
   are aggregated to ``mean ± std (k seeds)``, their interval being the union of
-  the seeds' intervals;
+  the seeds' intervals ("same config": equal up to run-only keys, such as thread
+  counts, and keys left unset, so a key added later at None does not split them);
 - "Differences outside both intervals" lists, per metric, the pairs of rows (at
   least one of them a trained model) whose 95% intervals do not overlap;
 - a rerun of the same configuration and seed replaces the older one: per
@@ -75,9 +76,22 @@ def lower_is_better(metric: str) -> bool:
     return metric.split("/")[0].startswith(LOWER_IS_BETTER_PREFIXES)
 
 
+# the same for nested keys: a trainer's own thread count is what the top-level ``threads`` is
+RUN_ONLY_NESTED = ("tokenizer.train.threads", "ar.train.threads")
+
+
+def _without_unset(d: Any, prefix: str = "") -> Any:
+    """``d`` without None values and nested run-only keys: a key added later with a None default (hashed only
+    when set, ``hartkit.utils.identity``) then groups a record written before it existed with one written after."""
+    if not isinstance(d, dict):
+        return d
+    return {k: _without_unset(v, f"{prefix}{k}.") for k, v in d.items()
+            if v is not None and f"{prefix}{k}" not in RUN_ONLY_NESTED}
+
+
 def config_hash_of(config: dict[str, Any]) -> str:
     """Hash of the parts of a resolved config that change results (the seed excluded)."""
-    kept = {k: v for k, v in (config or {}).items() if k not in RUN_ONLY_KEYS}
+    kept = _without_unset({k: v for k, v in (config or {}).items() if k not in RUN_ONLY_KEYS})
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -154,7 +168,7 @@ def aggregate(rows: pd.DataFrame, metrics: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _discrete_entries(entries: list[dict], metrics: list[str]) -> list[dict]:
+def discrete_entries(entries: list[dict], metrics: list[str]) -> list[dict]:
     """Hybrid tokenizers' discrete-only decode as rows of their own (``<label> (discrete only)``)."""
     extra = []
     for e in entries:
@@ -287,7 +301,7 @@ def groups(df: pd.DataFrame):
         g = latest[(latest.task == task) & (latest.stage == stage) & (latest.protocol == protocol)]
         metrics = table_metrics(g, task)
         entries = aggregate(g, metrics)
-        entries += _discrete_entries(entries, metrics)
+        entries += discrete_entries(entries, metrics)
         key = primary_metric(metrics)
 
         def sort_key(e, key=key):

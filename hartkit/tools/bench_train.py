@@ -15,6 +15,20 @@ measured fp32 matmul peak at the same thread count. The data pipeline is timed
 separately: per-step decoding of the dataset's PIL images vs batches sliced
 from one preloaded tensor.
 
+``--trainer-steps N`` adds what a run actually pays: N steps of the real
+training loop (``hartkit.engine.loop.train`` through the tokenizer and
+generator tasks, the default precision, data, seeding, metrics and one
+checkpoint included) on the real training split, at one thread and at torch's
+default thread count, in the order A B A B so that drift of the machine shows.
+The model step alone does not decide the thread count: at batch 8 the loop's
+small per-step operations scale differently from the convolutions.
+
+The benchmark runs under the OpenMP wait policy a run uses (``hartkit.cli``
+sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it): with two
+threads, how long a sleeping thread takes to wake for each small operation is
+part of what a step costs. ``OMP_WAIT_POLICY=ACTIVE python -m
+hartkit.tools.bench_train ...`` measures the spinning policy instead.
+
 Timings mean something only on an otherwise idle machine: the script prints the
 load average before and after, and says so when the machine was busy.
 """
@@ -24,21 +38,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+
+# the policy of the hartkit command (hartkit/cli.py), before torch is imported: measure what a run pays
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from hartkit.ar_models.model import ScaleAR, TokenSpec
 from hartkit.ar_models.token_cache import encode_dataset, to_token_batch
+from hartkit.ar_models.trainer import GeneratorTask
 from hartkit.configs import compose
 from hartkit.data import ImageTensorDataset, build_dataset, collate
 from hartkit.engine import StepBatches
+from hartkit.engine.loop import train
 from hartkit.engine.rng import seed_all
 from hartkit.tokenizers import build_tokenizer
 from hartkit.tokenizers.losses import reconstruction_loss
+from hartkit.tokenizers.trainer import TokenizerTask
 from hartkit.utils.io import atomic_write_text
 
 
@@ -165,6 +188,39 @@ def data_pipeline(cfg, batches: int) -> dict[str, float]:
     return {"PIL decode per step": pil, "preloaded tensor": preloaded}
 
 
+def trainer_steps_per_s(cfg, part: str, threads: int, steps: int, train_set, cache: dict | None) -> float:
+    """Steps/s of ``steps`` steps of the real training loop for ``part`` (tokenizer or generator), run with
+    ``<part>.train.threads=threads`` (the option a user sets)."""
+    seed_all(0)
+    device = torch.device("cpu")
+    with tempfile.TemporaryDirectory() as out:
+        if part == "tokenizer":
+            task = TokenizerTask(build_tokenizer(cfg.tokenizer), train_set, cfg.tokenizer, Path(out), device, collate,
+                                 preview_images=train_set[0]["image"][None])
+            train_cfg = cfg.tokenizer.train
+        else:
+            task = GeneratorTask(ScaleAR(cfg.ar, TokenSpec.from_tokenizer(build_tokenizer(cfg.tokenizer))), cache,
+                                 cfg.ar, Path(out), device)
+            train_cfg = cfg.ar.train
+        t0 = time.perf_counter()
+        train(task, OmegaConf.merge(train_cfg, {"threads": threads}), out, device, seed=0, stop_after=steps)
+        return steps / (time.perf_counter() - t0)
+
+
+def trainer_rows(cfg, steps: int, default_threads: int) -> list[tuple[str, int, float]]:
+    """(part, threads, steps/s) of the real loop, threads 1 and the default alternating A B A B."""
+    train_set = ImageTensorDataset(build_dataset(cfg.data, "train"))
+    cache = encode_dataset(build_tokenizer(cfg.tokenizer), train_set, 64, "cpu", collate, desc="encode train split")
+    rows = []
+    for part in ("tokenizer", "generator"):
+        for threads in (1, default_threads) * 2:
+            rate = trainer_steps_per_s(cfg, part, threads, steps, train_set, cache)
+            rows.append((part, threads, rate))
+            print(f"{part:9s} real loop threads={threads} {rate:6.2f} steps/s", flush=True)
+    torch.set_num_threads(default_threads)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="run.py overrides (the default config otherwise)")
@@ -172,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--variants", default="all", help="comma-separated variant names, or all")
     parser.add_argument("--out", default=None, help="also write the table (markdown) here")
+    parser.add_argument("--trainer-steps", type=int, default=0,
+                        help="also time this many steps of the real training loop at 1 and default threads")
     args = parser.parse_args(argv)
 
     cfg = compose(list(args.overrides), return_hydra_config=True)
@@ -209,11 +267,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{part:9s} {v.name:24s} threads={threads} {ips:8.2f} img/s  x{ips / base:.2f}", flush=True)
     torch.set_num_threads(default_threads)
     data = data_pipeline(cfg, batches=10)
+    loop_rows = trainer_rows(cfg, args.trainer_steps, default_threads) if args.trainer_steps > 0 else []
     load_after = os.getloadavg()
 
     lines = [f"Training throughput, `python -m hartkit.tools.bench_train {' '.join(args.overrides)}` "
              f"(--steps {args.steps} --warmup {args.warmup}); torch {torch.__version__}, "
-             f"{os.cpu_count()} CPUs, torch default threads {default_threads}; tokenizer batch {bs_tok}, "
+             f"{os.cpu_count()} CPUs, torch default threads {default_threads}, "
+             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; tokenizer batch {bs_tok}, "
              f"generator batch {bs_ar}, {res} px.",
              "fp32 matmul peak (1024^3, best of 20): " + ", ".join(
                  f"{p / 1e9:.1f} GFLOP/s at {t} thread(s)" for t, p in peaks.items()) + ".",
@@ -229,6 +289,11 @@ def main(argv: list[str] | None = None) -> None:
                      f"{fmt(frac, '{:.1%}')} | {note} |")
     lines += ["", "| data pipeline | images/s |", "|---|---:|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in data.items()]
+    if loop_rows:
+        bs = {"tokenizer": bs_tok, "generator": bs_ar}
+        lines += ["", f"The real training loop, {args.trainer_steps} steps per run, runs in the order listed:", "",
+                  "| part | threads | steps/s | images/s |", "|---|---:|---:|---:|"]
+        lines += [f"| {part} | {threads} | {rate:.2f} | {rate * bs[part]:.1f} |" for part, threads, rate in loop_rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
