@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     load_after = os.getloadavg()
 
     lines = [f"Training throughput, `python -m hartkit.tools.bench_train {' '.join(args.overrides)}` "
-             f"(--steps {args.steps} --warmup {args.warmup}); torch {torch.__version__}, "
+             f"(--steps {args.steps} --warmup {args.warmup} --variants '{args.variants}' "
+             f"--trainer-steps {args.trainer_steps}); torch {torch.__version__}, "
              f"{os.cpu_count()} CPUs, torch default threads {default_threads}, "
              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; tokenizer batch {bs_tok}, "
              f"generator batch {bs_ar}, {res} px.",
