@@ -62,11 +62,14 @@ def test_artifacts_depend_only_on_what_changes_their_weights(compose_cfg):
 # a declaration that adds or drops a key (and so renames every existing artifact folder) fails this test
 _FROZEN_TOKENIZER_IGNORED = ("data.num_workers", "data.cache_dir", "tokenizer.train.grad_accum",
                              "tokenizer.train.log_every", "tokenizer.train.grid_every", "tokenizer.train.grid_images",
-                             "tokenizer.train.checkpoint_every")
+                             "tokenizer.train.checkpoint_every",
+                             # added later as settings (thread counts): ignored keys never entered a hash, so
+                             # adding one keeps every folder's name
+                             "tokenizer.train.threads")
 _FROZEN_IGNORED = {"tokenizer": _FROZEN_TOKENIZER_IGNORED,
                    "generator": (*_FROZEN_TOKENIZER_IGNORED, "ar.sampling", "ar.train.grad_accum",
                                  "ar.train.log_every", "ar.train.grid_every", "ar.train.grid_size",
-                                 "ar.train.checkpoint_every")}
+                                 "ar.train.checkpoint_every", "ar.train.threads")}
 # ar.train.cpu_amp: the shared TrainConfig gave the generators the field (None: off, as before it existed);
 # ar.train.detach_diffusion_condition: a research option (None: HART)
 _FROZEN_HASHED_WHEN_SET = ("ar.checkpoint", "data.mid_reso", "ar.train.cpu_amp", "ar.train.detach_diffusion_condition")
