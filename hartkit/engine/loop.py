@@ -45,6 +45,7 @@ from hartkit.engine.optim import build_adamw, warmup_cosine_schedule
 from hartkit.engine.precision import autocast_for, describe_precision
 from hartkit.engine.rng import reseed
 from hartkit.utils import distributed as dist_utils
+from hartkit.utils.env import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +124,11 @@ def train(task: TrainingTask, cfg: TrainConfig, out_dir: str | os.PathLike, devi
 
     ``stop_after`` stops after that many steps of this call (what a killed run looks like to the next one).
     ``cfg.threads`` sets torch's CPU threads for the duration of this call (the previous count comes back)."""
-    threads = getattr(cfg, "threads", None)
-    if not threads or device.type != "cpu":
+    threads = cfg.threads if device.type == "cpu" else None
+    if threads:
+        log.info("%s training on %d CPU thread(s) (train.threads)", task.name, int(threads))
+    with torch_threads(threads):
         return _train(task, cfg, out_dir, device, seed, resume, logger, stop_after)
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    log.info("%s training on %d CPU thread(s) (train.threads)", task.name, int(threads))
-    try:
-        return _train(task, cfg, out_dir, device, seed, resume, logger, stop_after)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(task: TrainingTask, cfg: TrainConfig, out_dir: str | os.PathLike, device: torch.device, seed: int,

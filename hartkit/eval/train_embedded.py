@@ -54,6 +54,7 @@ from hartkit.eval.embedded.model import (
     load_weights,
 )
 from hartkit.eval.embedded.quality import measure_quality
+from hartkit.utils.env import torch_threads
 from hartkit.utils.hashing import file_sha256
 from hartkit.utils.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
 
@@ -240,16 +241,14 @@ def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
 def isolated_torch_state(threads: int, seed: int):
     """Seeded RNGs and a fixed thread count inside; the caller's RNG states and thread count restored after,
     so that a training run neither depends on nor changes what ran before it in the same process."""
-    before_threads = torch.get_num_threads()
     torch_state, np_state, py_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
     try:
-        torch.set_num_threads(threads)
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        random.seed(seed)
-        yield
+        with torch_threads(threads):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
+            yield
     finally:
-        torch.set_num_threads(before_threads)
         torch.set_rng_state(torch_state)
         np.random.set_state(np_state)
         random.setstate(py_state)

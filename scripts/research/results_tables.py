@@ -22,6 +22,7 @@ from hartkit.eval.leaderboard import (
     discrete_entries,
     records_frame,
 )
+from hartkit.utils.experiment_logger import flatten_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,16 +47,6 @@ def _cell(entry: dict, key: str, digits: int) -> str:
     return text
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 # what a stage's numbers depend on; eval.baselines only adds baseline records
 STAGE_SECTIONS = {"recon_eval": ("data.", "tokenizer.", "eval."), "gen_eval": ("data.", "tokenizer.", "ar.", "eval.")}
 NOT_MEASURED = ("eval.baselines",)
@@ -65,7 +56,7 @@ def _pooled_differences(records, stage: str) -> list[str]:
     """Config keys that a stage depends on whose values differ among the records pooled into one row. A key
     absent from some records (added to the config after they were written, at a default that keeps the old
     behaviour) is not a difference, nor is None against absent."""
-    flat = [_flatten({k: v for k, v in (r.config or {}).items() if k not in RUN_ONLY_KEYS}) for r in records]
+    flat = [flatten_config({k: v for k, v in (r.config or {}).items() if k not in RUN_ONLY_KEYS}) for r in records]
     keys = set.intersection(*(set(f) for f in flat)) - set(RUN_ONLY_NESTED) - set(NOT_MEASURED)
     keys = sorted(k for k in keys if k.startswith(STAGE_SECTIONS[stage]))
     return [k for k in keys if len({json.dumps(f[k], default=str) for f in flat}) > 1]
