@@ -32,15 +32,18 @@ def _records(folder: str) -> list:
     return [read_record(p) for p in sorted(root.rglob("*.json"))]
 
 
+def _checkpoint(record) -> str:
+    return str(((record.config or {}).get("tokenizer") or {}).get("checkpoint"))
+
+
 def rows(folders: list[str], metrics: list[str], digits: int = 3, dataset: str | None = None,
          checkpoint: str | None = None, stage: str = "gen_eval") -> list[str]:
     models = [r for f in folders for r in _records(f) if r.role == "model" and r.stage == stage
               and (dataset is None or r.protocol.dataset == dataset)
-              and (checkpoint is None or checkpoint in str(((r.config or {}).get("tokenizer") or {}).get("checkpoint")))]
+              and (checkpoint is None or checkpoint in _checkpoint(r))]
 
     def key(r):
-        cfg = r.config or {}
-        return (r.label, str((cfg.get("tokenizer") or {}).get("checkpoint")), cfg.get("seed", 0))
+        return (r.label, _checkpoint(r), (r.config or {}).get("seed", 0))
 
     out = ["| label | tokenizer checkpoint | seed | " + " | ".join(metrics) + " |",
            "|---|---|---:|" + "---:|" * len(metrics)]
