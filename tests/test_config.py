@@ -28,6 +28,23 @@ def test_every_group_option_composes(group, option):
         assert cfg[group].name, f"{group}={option} sets no name"
 
 
+@pytest.mark.parametrize("kind", ["discrete", "continuous", "hybrid"])
+def test_the_finer_latent_preset_builds_a_16x16_walk(kind):
+    """experiment=embedded_f4 swaps both tokenizer groups: a 16x16 latent at 64 px whose walk ends at 16, so the
+    last scale is the whole latent (a mismatch would fail in the quantizer's first step, minutes into a run)."""
+    import torch
+
+    from hartkit.tokenizers.checkpoint import build_tokenizer
+
+    cfg = compose(["experiment=embedded_f4", f"tokenizer={kind}"])
+    tok = build_tokenizer(cfg.tokenizer).eval()
+    assert tok.latent_size == 16 and tuple(tok.patch_nums) == (1, 2, 3, 4, 6, 8, 11, 16)
+    with torch.no_grad():
+        tokens = tok.encode(torch.zeros(1, 3, cfg.data.resolution, cfg.data.resolution))
+        assert tok.decode(tokens).shape == (1, 3, 64, 64)
+    assert sum(p * p for p in tok.patch_nums) == 507
+
+
 def test_defaults_are_the_embedded_hybrid_job():
     cfg = compose()
     assert cfg.data.name == "synthscenes"

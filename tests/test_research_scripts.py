@@ -36,3 +36,34 @@ def test_record_rows_filters_sorts_by_seed_and_gives_the_spread(tmp_path):
     # mean and sample standard deviation of 0.30 and 0.10
     assert out[4] == "| mean ± std over 2 runs | | | 0.200 ± 0.141 |"
     assert len(out) == 5
+
+
+def test_scale_probe_builds_the_tokenizers_own_latent_from_all_scales():
+    """The probe's prefix latents are the generator's path (``add_scale`` per scale); with every scale they must
+    be the latent the tokenizer decodes its codes to, or the probe's "real scales K" row would not be a
+    reconstruction. The empty prefix is the all-zero latent."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from hartkit.tokenizers.checkpoint import build_tokenizer
+
+    sys.path.insert(0, str(REPO / "scripts/research"))
+    try:
+        from scale_probe import latent_from_scales
+    finally:
+        sys.path.remove(str(REPO / "scripts/research"))
+    torch.manual_seed(0)
+    tok = build_tokenizer(OmegaConf.create({
+        "name": "discrete", "kind": "discrete",
+        "autoencoder": {"ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "dec_res_blocks": 1, "attn_levels": [],
+                        "mid_attn": False, "z_channels": 4, "norm_groups": 4},
+        "quantizer": {"vocab_size": 32, "patch_nums": [1, 2, 4, 8], "num_phi": 4}})).eval()
+    with torch.no_grad():
+        tok.quantize.embedding.weight.normal_(0, 0.5)
+        tokens = tok.encode(torch.rand(3, 3, 16, 16) * 2 - 1)
+        full = latent_from_scales(tok, tokens.indices, 3)
+        expected = tok.tokens_to_latent(tokens)
+        # same additions in the same order: equal up to float32 rounding of a few terms
+        assert torch.allclose(full, expected, rtol=0, atol=8 * torch.finfo(torch.float32).eps * expected.abs().max())
+        assert not torch.allclose(latent_from_scales(tok, tokens.indices[:2], 3), expected)
+        assert torch.equal(latent_from_scales(tok, [], 3), torch.zeros_like(expected))
