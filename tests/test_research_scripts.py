@@ -43,23 +43,16 @@ def test_scale_probe_builds_the_tokenizers_own_latent_from_all_scales():
     be the latent the tokenizer decodes its codes to, or the probe's "real scales K" row would not be a
     reconstruction. The empty prefix is the all-zero latent."""
     import torch
-    from omegaconf import OmegaConf
 
-    from hartkit.tokenizers.checkpoint import build_tokenizer
+    from tests.test_ar_hart_recipe import tiny_tokenizer
 
     sys.path.insert(0, str(REPO / "scripts/research"))
     try:
         from scale_probe import latent_from_scales
     finally:
         sys.path.remove(str(REPO / "scripts/research"))
-    torch.manual_seed(0)
-    tok = build_tokenizer(OmegaConf.create({
-        "name": "discrete", "kind": "discrete",
-        "autoencoder": {"ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "dec_res_blocks": 1, "attn_levels": [],
-                        "mid_attn": False, "z_channels": 4, "norm_groups": 4},
-        "quantizer": {"vocab_size": 32, "patch_nums": [1, 2, 4, 8], "num_phi": 4}})).eval()
+    tok = tiny_tokenizer("discrete")  # codes spread over the codebook, a Phi unlike the identity
     with torch.no_grad():
-        tok.quantize.embedding.weight.normal_(0, 0.5)
         tokens = tok.encode(torch.rand(3, 3, 16, 16) * 2 - 1)
         full = latent_from_scales(tok, tokens.indices, 3)
         expected = tok.tokens_to_latent(tokens)

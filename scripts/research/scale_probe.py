@@ -21,6 +21,7 @@ import argparse
 import torch
 from omegaconf import OmegaConf
 from probe_log import ROOT, append_record  # scripts/research/probe_log.py
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from hartkit import load_tokenizer
 from hartkit.data import ImageTensorDataset, build_dataset, collate
@@ -32,19 +33,18 @@ KEYS = ("prompt_accuracy/main_color", "prompt_accuracy/main_position", "prompt_a
         "class_accuracy")
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean per-image PSNR (dB) of images in [-1, 1] (peak-to-peak 2)."""
-    mse = (x - y).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(4.0 / mse)).mean())
-
-
 @torch.no_grad()
-def latent_from_scales(tok, idx_per_scale: list[torch.Tensor], batch: int) -> torch.Tensor:
-    """The latent of the given first scales (none: all zero, what no code at all gives)."""
-    f_hat = tok.empty_f_hat(batch)
+def prefix_latents(tok, idx_per_scale: list[torch.Tensor], batch: int) -> list[torch.Tensor]:
+    """The latents of the first 0, 1, ..., K given scales, built as a generator builds them (``add_scale``)."""
+    latents = [tok.empty_f_hat(batch)]  # no code at all: the all-zero latent
     for k, idx in enumerate(idx_per_scale):
-        f_hat = tok.add_scale(f_hat, k, idx)
-    return f_hat
+        latents.append(tok.add_scale(latents[-1], k, idx))
+    return latents
+
+
+def latent_from_scales(tok, idx_per_scale: list[torch.Tensor], batch: int) -> torch.Tensor:
+    """The latent of the given first scales (none: all zero)."""
+    return prefix_latents(tok, idx_per_scale, batch)[-1]
 
 
 def main() -> None:
@@ -72,26 +72,26 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     evaluator = get_embedded_evaluator(None, "cpu")
 
-    def score(idx_list) -> dict:
-        recon = tok.decode_latent(latent_from_scales(tok, idx_list, n))
+    def score(latent: torch.Tensor) -> dict:
+        recon01 = (tok.decode_latent(latent) + 1) / 2
         acc = PromptAccuracy(evaluator)
-        acc.update((recon + 1) / 2, prompts)
+        acc.update(recon01, prompts)
         m = acc.compute()
-        return {"psnr": round(psnr(recon, images), 3), **{k: round(m[k], 4) for k in KEYS}}
+        psnr = peak_signal_noise_ratio(recon01, (images + 1) / 2, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        return {"psnr": round(float(psnr.mean()), 3), **{k: round(m[k], 4) for k in KEYS}}
 
+    prefixes = prefix_latents(tok, indices, n)
     rec = {"label": args.label, "tokenizer": str(args.tokenizer), "data_overrides": args.overrides, "n": n,
-           "patch_nums": list(tok.patch_nums), "scale_rms": [], "prefix": {}, "unigram_fill": {}}
-    for k in range(K):
-        part = latent_from_scales(tok, indices[: k + 1], n) - latent_from_scales(tok, indices[:k], n)
-        rec["scale_rms"].append(round(float(part.pow(2).mean().sqrt()), 4))
+           "patch_nums": list(tok.patch_nums), "prefix": {}, "unigram_fill": {},
+           "scale_rms": [round(float((b - a).pow(2).mean().sqrt()), 4) for a, b in zip(prefixes, prefixes[1:])]}
     print(f"per-scale RMS of its contribution to the latent: {rec['scale_rms']}")
     for k in range(K + 1):
-        rec["prefix"][k] = score(indices[:k])
+        rec["prefix"][k] = score(prefixes[k])
         line = f"real scales {k}: " + ", ".join(f"{a} {v}" for a, v in rec["prefix"][k].items())
         if k < K:
             fill = [torch.multinomial(freqs[j], idx.numel(), replacement=True, generator=gen).view_as(idx)
                     for j, idx in enumerate(indices) if j >= k]
-            rec["unigram_fill"][k] = score(list(indices[:k]) + fill)
+            rec["unigram_fill"][k] = score(latent_from_scales(tok, list(indices[:k]) + fill, n))
             line += " | unigram fill: " + ", ".join(f"{a} {v}" for a, v in rec["unigram_fill"][k].items())
         print(line)
     if not args.no_log:
