@@ -74,16 +74,31 @@ def completion_scores(model, tok, tensors: dict, prompts: list[str], conds, n_fi
     spec = model.spec
     acc = PromptAccuracy(get_embedded_evaluator(None, "cpu"))
     n = len(prompts)
+    by_background: dict[str, list[dict]] = {}
     for i in range(0, n, batch_size):
         sl = slice(i, min(n, i + batch_size))
-        idx = tensors["idx"][sl]
-        prefix = [idx[:, spec.scale_slice(k)] for k in range(n_fixed)]
+        prefix = [tensors["idx"][sl][:, spec.scale_slice(k)] for k in range(n_fixed)] if n_fixed else None
         g = torch.Generator().manual_seed(seed + i)
         out = generate_tokens(model, tok, conds[sl], generator=g, prefix_indices=prefix,
                               skip_residual=not use_residual, **sampling)
         images = tok.decode(out.tokens, use_residual=use_residual).clamp(-1, 1)
+        for prompt, judged in zip(prompts[sl], acc.judge((images + 1) / 2, prompts[sl])):
+            if judged is not None:
+                by_background.setdefault(background_kind(prompt), []).append(judged)
         acc.update((images + 1) / 2, prompts[sl])
-    return acc.compute()
+    scores = acc.compute()
+    for kind, rows in sorted(by_background.items()):
+        scores[f"n/{kind}"] = len(rows)
+        for key in ("main_position", "main_color"):
+            scores[f"{key}/{kind}"] = sum(r[key] for r in rows) / len(rows)
+    return scores
+
+
+def background_kind(prompt: str) -> str:
+    """gradient / noise / photo, read from a synthscenes caption's background phrase."""
+    if prompt.endswith(" gradient"):
+        return "gradient"
+    return "noise" if prompt.endswith(" noise pattern") else "photo"
 
 
 def shuffled(conds, seed: int = 0):
@@ -105,6 +120,9 @@ def main() -> None:
     ap.add_argument("--completion", type=int, default=0,
                     help="also score completions of this many test images from 0..K real scales")
     ap.add_argument("--fixed", type=int, nargs="*", default=None, help="real-scale counts to score (default: all)")
+    ap.add_argument("--completion-split", choices=("test", "train"), default="test",
+                    help="complete test images, or training images (with 0 real scales: does sampling give back "
+                         "what the generator memorised?)")
     ap.add_argument("--cfg", type=float, default=None, help="sampling overrides (default: the artifact's)")
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--top-p", type=float, default=None)
@@ -118,8 +136,8 @@ def main() -> None:
     torch.set_grad_enabled(False)
     gen = load_generator(args.generator, args.tokenizer)
     model, tok = gen.model.eval(), gen.tokenizer.model.eval()
-    if model.head is None:
-        raise SystemExit("the probe reads cross-entropy: a discrete or hybrid generator is needed")
+    if model.head is None and not args.skip_ce:
+        raise SystemExit("the probe reads cross-entropy: a discrete or hybrid generator is needed (or --skip-ce)")
     art = OmegaConf.load(Path(args.generator) / "config.yaml")
     tok_dir = Path(args.tokenizer).resolve() if args.tokenizer else (Path(args.generator) / art.tokenizer_dir).resolve()
     cache_dir = tok_dir.parents[1] / "token_cache" / tok_dir.name
@@ -137,22 +155,23 @@ def main() -> None:
             return c["tensors"]["category_id"][:n]
         return list(c["prompts"][:n])
 
-    n_train = min(args.n, cache["tensors"]["idx"].shape[0])
+    n_train = min(args.n, len(cache["prompts"]))
     train_t = {k: v[:n_train] for k, v in cache["tensors"].items()}
     splits = {"train": (train_t, conds_of(cache, n_train)), "test": (enc["tensors"], conds_of(enc, args.n))}
     spec = model.spec
-    floor = unigram_entropy(cache["tensors"]["idx"], spec)
     rec = {"label": args.label, "generator": str(args.generator), "condition": condition,
-           "data_overrides": args.overrides,
-           "patch_nums": list(spec.patch_nums), "unigram": [round(float(v), 4) for v in floor]}
+           "data_overrides": args.overrides, "patch_nums": list(spec.patch_nums)}
+    if model.head is not None:
+        rec["unigram"] = [round(float(v), 4) for v in unigram_entropy(cache["tensors"]["idx"], spec)]
     for name, (t, c) in ({} if args.skip_ce else splits).items():
         own = per_scale_ce(model, t, c)
         shuf = per_scale_ce(model, t, shuffled(c))
         rec[f"{name}_own"] = [round(float(v), 4) for v in own]
         rec[f"{name}_shuffled"] = [round(float(v), 4) for v in shuf]
     if args.completion:
-        m = min(args.completion, args.n)
-        t_test = {k: v[:m] for k, v in enc["tensors"].items()}
+        source = enc if args.completion_split == "test" else cache
+        m = min(args.completion, args.n, len(source["prompts"]))
+        t_test = {k: v[:m] for k, v in source["tensors"].items()}
         s_cfg = art.ar.sampling
         pick = lambda given, default: default if given is None else given
         sampling = dict(cfg=float(pick(args.cfg, s_cfg.cfg)), top_k=int(pick(args.top_k, s_cfg.top_k)),
@@ -160,17 +179,19 @@ def main() -> None:
                         diffusion_temperature=args.diffusion_temperature)
         rec["sampling"] = sampling
         rec["decode"] = "discrete only" if args.discrete_decode else "full"
+        rec["completion_split"] = args.completion_split
         rec["completion"] = {}
         for n_fixed in (range(spec.num_scales + 1) if args.fixed is None else args.fixed):
-            scores = completion_scores(model, tok, t_test, list(enc["prompts"][:m]), conds_of(enc, m)[:m] if
-                                       condition == "class" else list(enc["prompts"][:m]), n_fixed, sampling,
+            scores = completion_scores(model, tok, t_test, list(source["prompts"][:m]), conds_of(source, m),
+                                       n_fixed, sampling,
                                        use_residual=not args.discrete_decode)
             rec["completion"][n_fixed] = {k: round(v, 4) for k, v in scores.items()}
             print(f"real scales {n_fixed}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()
                                                      if k in ("prompt_accuracy", "class_accuracy",
                                                               "prompt_accuracy/main_shape",
                                                               "prompt_accuracy/main_position",
-                                                              "prompt_accuracy/main_color")))
+                                                              "prompt_accuracy/main_color")
+                                                     or k.startswith(("main_", "n/"))))
     if args.skip_ce:
         print(json.dumps(rec.get("sampling")))
         if not args.no_log:
