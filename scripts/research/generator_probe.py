@@ -11,6 +11,14 @@ next to the unigram floor (the entropy of the code frequencies of the training c
 line per run is appended to results/research/generator_probe.jsonl.
 
     python scripts/research/generator_probe.py artifacts/generator/discrete-tiny-<hash> --label default
+
+``--completion N`` also samples N images whose first k scales are a real image's codes (``--fixed`` picks the k;
+0: from the condition alone) and scores them with the prompt metrics, overall and per background kind of the
+prompt (gradient / noise / photo); ``--completion-split train`` does it for training images, which tells
+whether sampling gives back what the generator memorised. Data overrides follow the generator's folder:
+
+    python scripts/research/generator_probe.py artifacts/generator/<g> max_objects=1 --label ... --n 500 \
+        --completion 500 --fixed 0 --skip-ce
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
@@ -28,6 +37,7 @@ from hartkit import load_generator
 from hartkit.ar_models.sampling import generate_tokens
 from hartkit.ar_models.token_cache import encode_dataset, load_cache, to_token_batch
 from hartkit.data import ImageTensorDataset, build_dataset, collate
+from hartkit.data.synthscenes import parse_caption
 from hartkit.eval.embedded.model import get_embedded_evaluator
 from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 
@@ -74,7 +84,6 @@ def completion_scores(model, tok, tensors: dict, prompts: list[str], conds, n_fi
     spec = model.spec
     acc = PromptAccuracy(get_embedded_evaluator(None, "cpu"))
     n = len(prompts)
-    by_background: dict[str, list[dict]] = {}
     for i in range(0, n, batch_size):
         sl = slice(i, min(n, i + batch_size))
         prefix = [tensors["idx"][sl][:, spec.scale_slice(k)] for k in range(n_fixed)] if n_fixed else None
@@ -82,15 +91,14 @@ def completion_scores(model, tok, tensors: dict, prompts: list[str], conds, n_fi
         out = generate_tokens(model, tok, conds[sl], generator=g, prefix_indices=prefix,
                               skip_residual=not use_residual, **sampling)
         images = tok.decode(out.tokens, use_residual=use_residual).clamp(-1, 1)
-        for prompt, judged in zip(prompts[sl], acc.judge((images + 1) / 2, prompts[sl])):
-            if judged is not None:
-                by_background.setdefault(background_kind(prompt), []).append(judged)
         acc.update((images + 1) / 2, prompts[sl])
     scores = acc.compute()
-    for kind, rows in sorted(by_background.items()):
-        scores[f"n/{kind}"] = len(rows)
+    per_image = acc.per_image()  # in update order, over the prompts the evaluator could parse
+    kinds = np.array([background_kind(p) for p in prompts if parse_caption(p)["objects"]])
+    for kind in sorted(set(kinds)):
+        scores[f"n/{kind}"] = int((kinds == kind).sum())
         for key in ("main_position", "main_color"):
-            scores[f"{key}/{kind}"] = sum(r[key] for r in rows) / len(rows)
+            scores[f"{key}/{kind}"] = float(per_image[f"prompt_accuracy/{key}"][kinds == kind].mean())
     return scores
 
 
