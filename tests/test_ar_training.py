@@ -126,7 +126,7 @@ def test_a_generator_that_memorised_its_images_samples_them_back(tmp_path):
     cfg.width, cfg.heads = 64, 4
     torch.manual_seed(0)
     model = train_generator(ScaleAR(cfg, TokenSpec.from_tokenizer(tok)), cache, cfg, tmp_path / "g",
-                            torch.device("cpu"), logger=None).model
+                            torch.device("cpu")).model
     prompts = [it["prompt"] for it in items]
     out = generate_tokens(model, tok, prompts, top_k=1)
     torch.testing.assert_close(out.tokens.flat_indices(), cache["tensors"]["idx"], rtol=0, atol=0)

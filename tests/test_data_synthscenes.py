@@ -68,6 +68,16 @@ def test_parse_caption_returns_the_main_object_and_background():
     assert parse_caption("a photo of a dog")["shape"] is None
 
 
+def test_parse_caption_reads_every_background_kind():
+    seen = set()
+    for index in range(40):
+        _, caption, layout = render_scene(0, "train", index, 64)
+        assert parse_caption(caption)["background_kind"] == layout.background_kind, caption
+        seen.add(layout.background_kind)
+    assert seen == {"photo", "gradient", "noise"}
+    assert parse_caption("a photo of a dog")["background_kind"] is None
+
+
 def test_categories_are_balanced_and_name_the_main_shape():
     ds = build_dataset(DataConfig(train_size=50, test_size=20), "train")
     counts = Counter(ds["category"])

@@ -293,10 +293,21 @@ _BACKGROUND_RE = re.compile(r", ((?:on|in front of) [^,]+)$")
 def parse_caption(prompt: str) -> dict:
     """Attributes of the main (first-named) object and the background of a synthscenes caption.
 
-    Returns dict(shape, color, size, position, background, objects=[dict per object]);
-    shape/color/size/position are None when the prompt names no object in this grammar.
+    Returns dict(shape, color, size, position, background, background_kind, objects=[dict per object]);
+    shape/color/size/position are None when the prompt names no object in this grammar, the background fields
+    when it names no background.
     """
     objects = [m.groupdict() for m in _OBJECT_RE.finditer(prompt)]
     bg = _BACKGROUND_RE.search(prompt)
+    background = bg.group(1) if bg else None
     main = objects[0] if objects else dict.fromkeys(("size", "color", "shape", "position"))
-    return {**main, "background": bg.group(1) if bg else None, "objects": objects}
+    return {**main, "background": background, "background_kind": _background_kind(background), "objects": objects}
+
+
+def _background_kind(phrase: str | None) -> str | None:
+    """photo / gradient / noise, from the phrases ``_background`` writes."""
+    if phrase is None:
+        return None
+    if phrase.endswith(" gradient"):
+        return "gradient"
+    return "noise" if phrase.endswith(" noise pattern") else "photo"

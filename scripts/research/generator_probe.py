@@ -94,19 +94,14 @@ def completion_scores(model, tok, tensors: dict, prompts: list[str], conds, n_fi
         acc.update((images + 1) / 2, prompts[sl])
     scores = acc.compute()
     per_image = acc.per_image()  # in update order, over the prompts the evaluator could parse
-    kinds = np.array([background_kind(p) for p in prompts if parse_caption(p)["objects"]])
+    parsed = [parse_caption(p) for p in prompts]
+    kinds = np.array([c["background_kind"] for c in parsed if c["objects"]])
     for kind in sorted(set(kinds)):
         scores[f"n/{kind}"] = int((kinds == kind).sum())
         for key in ("main_position", "main_color"):
             scores[f"{key}/{kind}"] = float(per_image[f"prompt_accuracy/{key}"][kinds == kind].mean())
     return scores
 
-
-def background_kind(prompt: str) -> str:
-    """gradient / noise / photo, read from a synthscenes caption's background phrase."""
-    if prompt.endswith(" gradient"):
-        return "gradient"
-    return "noise" if prompt.endswith(" noise pattern") else "photo"
 
 
 def shuffled(conds, seed: int = 0):
