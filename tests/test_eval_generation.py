@@ -203,6 +203,7 @@ def test_protocol_names_a_generated_dataset_drawn_with_other_settings():
     assert dataset_variant(default) == "synthscenes"
     assert dataset_variant(default | {"backgrounds": ["gradient"]}) == "synthscenes[backgrounds=gradient]"
     assert dataset_variant(default | {"seed": 3, "max_objects": 1}) == "synthscenes[seed=3;max_objects=1]"
+    assert dataset_variant(default | {"noise_grain": 0.0}) == "synthscenes[noise_grain=0.0]"
     assert dataset_variant(default | {"test_size": 100, "num_workers": 2}) == "synthscenes"  # same scenes
     assert dataset_variant({"name": "mjhq30k", "seed": 5}) == "mjhq30k"
     from omegaconf import OmegaConf  # the stages pass config nodes (lists are ListConfig)

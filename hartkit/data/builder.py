@@ -184,7 +184,8 @@ class _SceneRenderer:
         cfg = self.cfg
         if cfg.name == "synthscenes":
             img, caption, layout = synthscenes.render_scene(
-                cfg.seed, self.split, i, cfg.resolution, cfg.max_objects, tuple(cfg.backgrounds), cfg.supersample
+                cfg.seed, self.split, i, cfg.resolution, cfg.max_objects, tuple(cfg.backgrounds), cfg.supersample,
+                cfg.noise_grain,
             )
             return img, caption, layout.main.shape
         lo, hi = cfg.crop_scale

@@ -19,6 +19,8 @@ class DataConfig:
     max_objects: int = 3  # 1..max_objects objects per scene (at most 9: one per grid cell)
     backgrounds: list[str] = field(default_factory=lambda: ["photo", "gradient", "noise"])
     supersample: int = 0  # anti-aliasing factor for the shapes; 0: 4 up to 256 px, else 2
+    # std of the per-pixel grain on noise backgrounds; None: 0.06 (in artifact hashes only when set)
+    noise_grain: Optional[float] = hashed_when_set(default=None)
     # photos
     crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])  # crop side / photo's shorter side
     # file-backed datasets (mjhq30k, imagefolder)

@@ -164,18 +164,24 @@ def _gradient(rng: np.random.Generator, res: int, c0, c1) -> Image.Image:
     return Image.fromarray(rgb.round().astype(np.uint8))
 
 
-def _noise(rng: np.random.Generator, res: int, c0, c1) -> Image.Image:
+NOISE_GRAIN = 0.06  # default std of the per-pixel grain on noise backgrounds (data.noise_grain)
+
+
+def _noise(rng: np.random.Generator, res: int, c0, c1, grain: float = NOISE_GRAIN) -> Image.Image:
     # smooth value noise: a coarse random grid upsampled bicubically, then mapped between two colours
     cells = int(rng.integers(3, 9))
     coarse = Image.fromarray((rng.random((cells, cells)) * 255).astype(np.uint8))
     t = np.asarray(coarse.resize((res, res), Image.Resampling.BICUBIC), np.float32) / 255.0
-    t = t + rng.normal(0, 0.06, size=t.shape).astype(np.float32)  # fine grain on top
+    # fine grain on top; drawn even at grain 0, so that the rest of the scene is the same at every grain
+    t = t + rng.normal(0, grain, size=t.shape).astype(np.float32)
     t = np.clip(t, 0, 1)
     rgb = (1 - t[..., None]) * np.array(c0, np.float32) + t[..., None] * np.array(c1, np.float32)
     return Image.fromarray(rgb.round().astype(np.uint8))
 
 
-def _background(rng: np.random.Generator, res: int, kinds: tuple[str, ...]) -> tuple[Image.Image, str, str]:
+def _background(
+    rng: np.random.Generator, res: int, kinds: tuple[str, ...], grain: float = NOISE_GRAIN
+) -> tuple[Image.Image, str, str]:
     weights = np.array([_BACKGROUND_WEIGHTS[k] for k in kinds])
     kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
     if kind == "photo":
@@ -187,7 +193,7 @@ def _background(rng: np.random.Generator, res: int, kinds: tuple[str, ...]) -> t
     c0, c1 = names[int(i)], names[int(j)]
     if kind == "gradient":
         return _gradient(rng, res, COLORS[c0], COLORS[c1]), f"on a {c0}-to-{c1} gradient", kind
-    return _noise(rng, res, COLORS[c0], COLORS[c1]), f"on a {c0} and {c1} noise pattern", kind
+    return _noise(rng, res, COLORS[c0], COLORS[c1], grain), f"on a {c0} and {c1} noise pattern", kind
 
 
 # ---------------------------------------------------------------- scenes
@@ -225,8 +231,12 @@ def render_scene(
     max_objects: int = 3,
     backgrounds: tuple[str, ...] = BACKGROUND_KINDS,
     supersample: int = 0,
+    noise_grain: float | None = None,
 ) -> tuple[Image.Image, str, SceneLayout]:
-    """Render scene `index` of `split`: (RGB image, caption, layout with object centres in pixels)."""
+    """Render scene `index` of `split`: (RGB image, caption, layout with object centres in pixels).
+
+    ``noise_grain``: std of the per-pixel grain of noise backgrounds (None: NOISE_GRAIN); every other part of
+    the scene (objects, colours, the smooth noise itself) is the same at every grain."""
     if not 1 <= max_objects <= 9:
         raise ValueError(f"data.max_objects must be in 1..9, got {max_objects}")
     unknown = set(backgrounds) - set(BACKGROUND_KINDS)
@@ -237,7 +247,10 @@ def render_scene(
     n = int(rng.integers(1, max_objects + 1))
     shapes = [SHAPES[index % len(SHAPES)]] + [SHAPES[int(k)] for k in rng.integers(0, len(SHAPES), n - 1)]
     cells = rng.choice(9, size=n, replace=False)
-    image, backdrop, kind = _background(rng, res, tuple(backgrounds))
+    grain = NOISE_GRAIN if noise_grain is None else float(noise_grain)
+    if grain < 0:
+        raise ValueError(f"data.noise_grain must be >= 0 (a standard deviation), got {grain}")
+    image, backdrop, kind = _background(rng, res, tuple(backgrounds), grain)
     bg = np.asarray(image.convert("RGB"), dtype=np.float32)
     size_names = list(SIZES)
     objects = []

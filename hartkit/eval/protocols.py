@@ -134,7 +134,7 @@ def heldout_set(es: EvaluationSet):
 
 
 # settings of the generated datasets that change which test images are drawn
-_SCENE_KEYS = ("seed", "max_objects", "backgrounds", "supersample", "crop_scale")
+_SCENE_KEYS = ("seed", "max_objects", "backgrounds", "supersample", "noise_grain", "crop_scale")
 
 
 def dataset_variant(data: dict) -> str:
