@@ -132,3 +132,28 @@ def test_a_generator_that_memorised_its_images_samples_them_back(tmp_path):
     torch.testing.assert_close(out.tokens.flat_indices(), cache["tensors"]["idx"], rtol=0, atol=0)
     swapped = generate_tokens(model, tok, prompts[1:] + prompts[:1], top_k=1)
     torch.testing.assert_close(swapped.tokens.flat_indices(), cache["tensors"]["idx"].roll(-1, 0), rtol=0, atol=0)
+
+
+def test_input_noise_perturbs_the_teacher_forced_inputs_and_keeps_the_targets(tmp_path, monkeypatch):
+    """ar.train.input_noise adds noise of the set size (relative to the inputs' std) to what the model reads, on
+    the same batch with the same targets; unset, the inputs are the cache's."""
+    tok = FakeMultiScaleTokenizer("discrete", (1, 2, 4), 16, 4)
+    cache = encode_dataset(tok, fake_items(16), 8, "cpu", collate)
+    seen = {}
+    for noise in (None, 0.5):
+        cfg = small_cfg(steps=1, checkpoint_every=0, input_noise=noise)
+        model = ScaleAR(cfg, TokenSpec.from_tokenizer(tok))
+
+        def spy(batch, *args, _loss=model.loss, _noise=noise, **kwargs):
+            seen[_noise] = (batch.x_in.clone(), batch.idx.clone())
+            return _loss(batch, *args, **kwargs)
+
+        monkeypatch.setattr(model, "loss", spy)
+        train_generator(model, cache, cfg, tmp_path / str(noise), torch.device("cpu"))
+    (clean, targets), (noisy, noisy_targets) = seen[None], seen[0.5]
+    assert torch.equal(targets, noisy_targets)
+    assert any(torch.equal(clean[i], cache["tensors"]["x_in"][j]) for i in range(len(clean)) for j in range(16))
+    # the noise's std over the batch's 8 x 20 x 4 = 640 values estimates 0.5 x std(inputs) with a relative
+    # standard error of 1/sqrt(2 * 640) = 0.028, i.e. 0.014 on the ratio: 0.1 is seven standard errors
+    ratio = float((noisy - clean).std() / clean.std())
+    assert abs(ratio - 0.5) < 0.1, ratio

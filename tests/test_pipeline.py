@@ -71,8 +71,10 @@ _FROZEN_IGNORED = {"tokenizer": _FROZEN_TOKENIZER_IGNORED,
                                  "ar.train.log_every", "ar.train.grid_every", "ar.train.grid_size",
                                  "ar.train.checkpoint_every", "ar.train.threads")}
 # ar.train.cpu_amp: the shared TrainConfig gave the generators the field (None: off, as before it existed);
-# ar.train.detach_diffusion_condition: a research option (None: HART)
-_FROZEN_HASHED_WHEN_SET = ("ar.checkpoint", "data.mid_reso", "ar.train.cpu_amp", "ar.train.detach_diffusion_condition")
+# ar.train.detach_diffusion_condition, ar.train.input_noise: research options (None: HART / off);
+# data.noise_grain: None is the grain every earlier scene has
+_FROZEN_HASHED_WHEN_SET = ("ar.checkpoint", "data.mid_reso", "ar.train.cpu_amp", "ar.train.detach_diffusion_condition",
+                           "ar.train.input_noise", "data.noise_grain")
 
 
 def _frozen_artifact_dir(cfg, artifact: str):

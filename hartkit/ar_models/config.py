@@ -75,6 +75,12 @@ class ARTrainConfig(TrainConfig):
     # hybrid: True stops the diffusion loss's gradient at the transformer's hidden states, so the transformer
     # learns from the cross-entropy alone (a research option, not HART's; None: HART, the gradient flows)
     detach_diffusion_condition: Optional[bool] = hashed_when_set(default=None)
+    # Gaussian noise on the teacher-forced inputs (the coarser scales' features), std = this times the batch's
+    # std of those inputs; the targets stay the real codes. A research option against exposure bias: under
+    # teacher forcing a generator can copy an object's faint trace from the real coarse scales instead of
+    # placing it from the prompt, a trace its own sampled coarse scales lack (research_log.md, ninth session).
+    # None: off (in artifact hashes only when set)
+    input_noise: Optional[float] = hashed_when_set(default=None)
     grid_size: int = setting(default=16)  # images in the sample grid
 
 

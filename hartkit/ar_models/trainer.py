@@ -8,6 +8,7 @@ parameters and on position / level / class / token embeddings.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,6 +24,12 @@ from hartkit.engine.rng import derive_seed, private_generator
 __all__ = ["GeneratorTask", "TrainResult", "train_generator"]
 
 NO_DECAY_KEYWORDS = ("pos_", "lvl_embed", "class_emb", "tok_embed")
+
+
+def noisy_inputs(x_in: torch.Tensor, relative_std: float, generator: torch.Generator) -> torch.Tensor:
+    """``x_in`` plus Gaussian noise of ``relative_std`` times its standard deviation (ar.train.input_noise)."""
+    noise = torch.randn(x_in.shape, generator=generator, device=x_in.device, dtype=x_in.dtype)
+    return x_in + noise * (relative_std * x_in.detach().std())
 
 
 class _LossModule(nn.Module):
@@ -63,7 +70,10 @@ class GeneratorTask(TrainingTask):
 
     def loss(self, runner, micro, step):
         batch, cond = micro
-        return runner(to_token_batch(batch, cond, self.device), generator=self.step_gen)
+        tokens = to_token_batch(batch, cond, self.device)
+        if getattr(self.cfg, "input_noise", None):
+            tokens = replace(tokens, x_in=noisy_inputs(tokens.x_in, float(self.cfg.input_noise), self.step_gen))
+        return runner(tokens, generator=self.step_gen)
 
     def grid(self, model, step, final):
         return self.grid_fn(model, step, self.artifact_dir) if self.grid_fn is not None else None
