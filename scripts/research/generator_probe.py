@@ -37,7 +37,8 @@ from hartkit import load_generator
 from hartkit.ar_models.sampling import generate_tokens
 from hartkit.ar_models.token_cache import encode_dataset, load_cache, to_token_batch
 from hartkit.data import ImageTensorDataset, build_dataset, collate
-from hartkit.data.synthscenes import parse_caption
+from hartkit.data.builder import as_data_config
+from hartkit.data.synthscenes import parse_caption, render_scene
 from hartkit.eval.embedded.model import get_embedded_evaluator
 from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 
@@ -62,6 +63,49 @@ def per_scale_ce(model, tensors: dict, conds, batch_size: int = 100) -> torch.Te
         for k in range(spec.num_scales):
             total[k] += ce[:, spec.scale_slice(k)].mean(dim=1).sum().double()
     return (total / n).float()
+
+
+def object_masks(data_cfg, split: str, n: int, side: int) -> tuple[torch.Tensor, list[str]]:
+    """(n, side * side) bool: the last-scale cells an object's box (centre +- radius) touches, per image of the
+    split, from the scenes' own layouts; and each image's background kind."""
+    cfg = as_data_config(data_cfg)
+    masks, kinds = torch.zeros(n, side * side, dtype=torch.bool), []
+    for i in range(n):
+        _, _, layout = render_scene(cfg.seed, split, i, cfg.resolution, cfg.max_objects, tuple(cfg.backgrounds),
+                                    cfg.supersample, cfg.noise_grain)
+        cell = layout.resolution / side
+        grid = masks[i].view(side, side)
+        for obj in layout.objects:
+            (cx, cy), r = obj.center, obj.radius
+            x0, x1 = int((cx - r) // cell), int(min((cx + r) // cell, side - 1))
+            y0, y1 = int((cy - r) // cell), int(min((cy + r) // cell, side - 1))
+            grid[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = True
+        kinds.append(layout.background_kind)
+    return masks, kinds
+
+
+@torch.no_grad()
+def last_scale_ce_split(model, tensors: dict, conds, masks: torch.Tensor, kinds: list[str],
+                        batch_size: int = 100) -> dict[str, float]:
+    """Teacher-forced cross-entropy (nats per token) of the last scale's codes on the cells an object covers and
+    on the others, overall and per background kind."""
+    spec = model.spec
+    last = spec.scale_slice(spec.num_scales - 1)
+    per_token = []
+    n = tensors["idx"].shape[0]
+    for i in range(0, n, batch_size):
+        sl = slice(i, min(n, i + batch_size))
+        tb = to_token_batch({k: v[sl] for k, v in tensors.items()}, conds[sl], "cpu")
+        logits = model.head(model(model.condition(tb.cond), tb.x_in)).float()
+        per_token.append(F.cross_entropy(logits[:, last].transpose(1, 2), tb.idx[:, last], reduction="none"))
+    ce, kinds_arr = torch.cat(per_token), np.array(kinds[:n])
+    out = {}
+    for kind in ["all", *sorted(set(kinds_arr))]:
+        rows = torch.ones(n, dtype=torch.bool) if kind == "all" else torch.from_numpy(kinds_arr == kind)
+        obj, rows_m = masks[:n][rows], ce[rows]
+        out[f"object/{kind}"] = round(float(rows_m[obj].mean()), 4)
+        out[f"background/{kind}"] = round(float(rows_m[~obj].mean()), 4)
+    return out
 
 
 def unigram_entropy(idx: torch.Tensor, spec) -> torch.Tensor:
@@ -116,6 +160,7 @@ def main() -> None:
     ap.add_argument("generator", help="a generator artifact folder")
     ap.add_argument("--label", required=True)
     ap.add_argument("--tokenizer", default=None, help="its tokenizer artifact, when the generator does not name it")
+    ap.add_argument("--cache", default=None, help="the token cache it trained on (default: named after --tokenizer)")
     ap.add_argument("--n", type=int, default=500, help="images per split")
     ap.add_argument("--data", default=str(ROOT / "conf" / "data" / "synthscenes.yaml"),
                     help="the data config the generator was trained on (a YAML file), plus key=value overrides")
@@ -132,6 +177,8 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--diffusion-temperature", type=float, default=1.0)
     ap.add_argument("--skip-ce", action="store_true", help="completion only")
+    ap.add_argument("--object-ce", action="store_true",
+                    help="also the last scale's cross-entropy on object cells and on background cells (synthscenes)")
     ap.add_argument("--discrete-decode", action="store_true",
                     help="hybrid: decode the sampled codes without the residual (no diffusion head)")
     ap.add_argument("--no-log", action="store_true")
@@ -143,7 +190,9 @@ def main() -> None:
         raise SystemExit("the probe reads cross-entropy: a discrete or hybrid generator is needed (or --skip-ce)")
     art = OmegaConf.load(Path(args.generator) / "config.yaml")
     tok_dir = Path(args.tokenizer).resolve() if args.tokenizer else (Path(args.generator) / art.tokenizer_dir).resolve()
-    cache_dir = tok_dir.parents[1] / "token_cache" / tok_dir.name
+    # the pipeline names a cache after the configured tokenizer artifact (its data included), which differs from
+    # the --tokenizer folder when the generator trained on other data than the tokenizer: then pass --cache
+    cache_dir = Path(args.cache) if args.cache else tok_dir.parents[1] / "token_cache" / tok_dir.name
     cache = load_cache(cache_dir)
     if cache is None:
         raise SystemExit(f"no token cache at {cache_dir}")
@@ -171,6 +220,13 @@ def main() -> None:
         shuf = per_scale_ce(model, t, shuffled(c))
         rec[f"{name}_own"] = [round(float(v), 4) for v in own]
         rec[f"{name}_shuffled"] = [round(float(v), 4) for v in shuf]
+        if args.object_ce:
+            n_split = t["idx"].shape[0]
+            masks, kinds = object_masks(data_cfg, name, n_split, spec.patch_nums[-1])
+            rec[f"{name}_last_scale_own"] = last_scale_ce_split(model, t, c, masks, kinds)
+            rec[f"{name}_last_scale_shuffled"] = last_scale_ce_split(model, t, shuffled(c), masks, kinds)
+            for tag in ("own", "shuffled"):
+                print(f"{name} last scale, {tag} prompts: {rec[f'{name}_last_scale_{tag}']}")
     if args.completion:
         source = enc if args.completion_split == "test" else cache
         m = min(args.completion, args.n, len(source["prompts"]))
