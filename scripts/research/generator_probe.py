@@ -15,7 +15,10 @@ line per run is appended to results/research/generator_probe.jsonl.
 ``--completion N`` also samples N images whose first k scales are a real image's codes (``--fixed`` picks the k;
 0: from the condition alone) and scores them with the prompt metrics, overall and per background kind of the
 prompt (gradient / noise / photo); ``--completion-split train`` does it for training images, which tells
-whether sampling gives back what the generator memorised. Data overrides follow the generator's folder:
+whether sampling gives back what the generator memorised. ``--object-ce`` splits the last scale's cross-entropy
+into the cells an object covers and the rest, per background kind (own and shuffled prompts). ``--cache``: the
+token cache the generator trained on, when its data differ from its tokenizer's. Data overrides follow the
+generator's folder:
 
     python scripts/research/generator_probe.py artifacts/generator/<g> max_objects=1 --label ... --n 500 \
         --completion 500 --fixed 0 --skip-ce
