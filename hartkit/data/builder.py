@@ -174,6 +174,14 @@ def _fresh_view(ds: Dataset) -> Dataset:
 # ---------------------------------------------------------------- generated datasets
 
 
+def render_synthscene(data_cfg: Any, split: str, index: int) -> tuple:
+    """Scene ``index`` of a synthscenes split exactly as the dataset holds it: (image, caption, layout), the layout
+    giving each object's centre and radius in pixels (for probes that need where the objects are)."""
+    cfg = as_data_config(data_cfg)
+    return synthscenes.render_scene(cfg.seed, split, index, cfg.resolution, cfg.max_objects, tuple(cfg.backgrounds),
+                                    cfg.supersample, cfg.noise_grain)
+
+
 class _SceneRenderer:
     """Item i of a generated split as (PNG bytes, prompt, category); picklable for worker processes."""
 
@@ -183,10 +191,7 @@ class _SceneRenderer:
     def render(self, i: int) -> tuple:
         cfg = self.cfg
         if cfg.name == "synthscenes":
-            img, caption, layout = synthscenes.render_scene(
-                cfg.seed, self.split, i, cfg.resolution, cfg.max_objects, tuple(cfg.backgrounds), cfg.supersample,
-                cfg.noise_grain,
-            )
+            img, caption, layout = render_synthscene(cfg, self.split, i)
             return img, caption, layout.main.shape
         lo, hi = cfg.crop_scale
         return photos.render_crop(cfg.seed, self.split, i, cfg.resolution, (lo, hi), resize_filter(cfg.resize_filter))

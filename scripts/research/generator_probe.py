@@ -40,8 +40,8 @@ from hartkit import load_generator
 from hartkit.ar_models.sampling import generate_tokens
 from hartkit.ar_models.token_cache import encode_dataset, load_cache, to_token_batch
 from hartkit.data import ImageTensorDataset, build_dataset, collate
-from hartkit.data.builder import as_data_config
-from hartkit.data.synthscenes import parse_caption, render_scene
+from hartkit.data.builder import as_data_config, render_synthscene
+from hartkit.data.synthscenes import parse_caption
 from hartkit.eval.embedded.model import get_embedded_evaluator
 from hartkit.eval.embedded.prompt_accuracy import PromptAccuracy
 
@@ -49,23 +49,20 @@ LOG = ROOT / "results" / "research" / "generator_probe.jsonl"
 
 
 @torch.no_grad()
-def per_scale_ce(model, tensors: dict, conds, batch_size: int = 100) -> torch.Tensor:
-    """(K,) mean cross-entropy per scale of the ground-truth codes, teacher-forced, every token."""
-    spec = model.spec
-    total = torch.zeros(spec.num_scales, dtype=torch.float64)
-    n = tensors["idx"].shape[0]
+def per_token_ce(model, tensors: dict, conds, batch_size: int = 100) -> torch.Tensor:
+    """(n, L) cross-entropy of every ground-truth code, teacher-forced."""
+    n, out = tensors["idx"].shape[0], []
     for i in range(0, n, batch_size):
         sl = slice(i, min(n, i + batch_size))
-        part = {k: v[sl] for k, v in tensors.items()}
-        cond = conds[sl]
-        tb = to_token_batch(part, cond, "cpu")
-        c = model.condition(tb.cond)
-        h = model(c, tb.x_in)
-        logits = model.head(h).float()
-        ce = F.cross_entropy(logits.transpose(1, 2), tb.idx, reduction="none")  # (B, L)
-        for k in range(spec.num_scales):
-            total[k] += ce[:, spec.scale_slice(k)].mean(dim=1).sum().double()
-    return (total / n).float()
+        tb = to_token_batch({k: v[sl] for k, v in tensors.items()}, conds[sl], "cpu")
+        logits = model.head(model(model.condition(tb.cond), tb.x_in)).float()
+        out.append(F.cross_entropy(logits.transpose(1, 2), tb.idx, reduction="none"))
+    return torch.cat(out)
+
+
+def per_scale_ce(ce: torch.Tensor, spec) -> torch.Tensor:
+    """(K,) mean cross-entropy per scale, from ``per_token_ce``."""
+    return torch.stack([ce[:, spec.scale_slice(k)].mean() for k in range(spec.num_scales)])
 
 
 def object_masks(data_cfg, split: str, n: int, side: int) -> tuple[torch.Tensor, list[str]]:
@@ -74,8 +71,7 @@ def object_masks(data_cfg, split: str, n: int, side: int) -> tuple[torch.Tensor,
     cfg = as_data_config(data_cfg)
     masks, kinds = torch.zeros(n, side * side, dtype=torch.bool), []
     for i in range(n):
-        _, _, layout = render_scene(cfg.seed, split, i, cfg.resolution, cfg.max_objects, tuple(cfg.backgrounds),
-                                    cfg.supersample, cfg.noise_grain)
+        _, _, layout = render_synthscene(cfg, split, i)
         cell = layout.resolution / side
         grid = masks[i].view(side, side)
         for obj in layout.objects:
@@ -87,27 +83,17 @@ def object_masks(data_cfg, split: str, n: int, side: int) -> tuple[torch.Tensor,
     return masks, kinds
 
 
-@torch.no_grad()
-def last_scale_ce_split(model, tensors: dict, conds, masks: torch.Tensor, kinds: list[str],
-                        batch_size: int = 100) -> dict[str, float]:
-    """Teacher-forced cross-entropy (nats per token) of the last scale's codes on the cells an object covers and
-    on the others, overall and per background kind."""
-    spec = model.spec
-    last = spec.scale_slice(spec.num_scales - 1)
-    per_token = []
-    n = tensors["idx"].shape[0]
-    for i in range(0, n, batch_size):
-        sl = slice(i, min(n, i + batch_size))
-        tb = to_token_batch({k: v[sl] for k, v in tensors.items()}, conds[sl], "cpu")
-        logits = model.head(model(model.condition(tb.cond), tb.x_in)).float()
-        per_token.append(F.cross_entropy(logits[:, last].transpose(1, 2), tb.idx[:, last], reduction="none"))
-    ce, kinds_arr = torch.cat(per_token), np.array(kinds[:n])
+def last_scale_ce_split(ce: torch.Tensor, spec, masks: torch.Tensor, kinds: list[str]) -> dict[str, float]:
+    """Mean cross-entropy (from ``per_token_ce``) of the last scale's codes on the cells an object covers and on
+    the others, overall and per background kind."""
+    last = ce[:, spec.scale_slice(spec.num_scales - 1)]
+    n, kinds_arr = last.shape[0], np.array(kinds[: last.shape[0]])
     out = {}
     for kind in ["all", *sorted(set(kinds_arr))]:
         rows = torch.ones(n, dtype=torch.bool) if kind == "all" else torch.from_numpy(kinds_arr == kind)
-        obj, rows_m = masks[:n][rows], ce[rows]
-        out[f"object/{kind}"] = round(float(rows_m[obj].mean()), 4)
-        out[f"background/{kind}"] = round(float(rows_m[~obj].mean()), 4)
+        obj, part = masks[:n][rows], last[rows]
+        out[f"object/{kind}"] = round(float(part[obj].mean()), 4)
+        out[f"background/{kind}"] = round(float(part[~obj].mean()), 4)
     return out
 
 
@@ -219,16 +205,12 @@ def main() -> None:
     if model.head is not None:
         rec["unigram"] = [round(float(v), 4) for v in unigram_entropy(cache["tensors"]["idx"], spec)]
     for name, (t, c) in ({} if args.skip_ce else splits).items():
-        own = per_scale_ce(model, t, c)
-        shuf = per_scale_ce(model, t, shuffled(c))
-        rec[f"{name}_own"] = [round(float(v), 4) for v in own]
-        rec[f"{name}_shuffled"] = [round(float(v), 4) for v in shuf]
-        if args.object_ce:
-            n_split = t["idx"].shape[0]
-            masks, kinds = object_masks(data_cfg, name, n_split, spec.patch_nums[-1])
-            rec[f"{name}_last_scale_own"] = last_scale_ce_split(model, t, c, masks, kinds)
-            rec[f"{name}_last_scale_shuffled"] = last_scale_ce_split(model, t, shuffled(c), masks, kinds)
-            for tag in ("own", "shuffled"):
+        ce = {"own": per_token_ce(model, t, c), "shuffled": per_token_ce(model, t, shuffled(c))}
+        masks = object_masks(data_cfg, name, t["idx"].shape[0], spec.patch_nums[-1]) if args.object_ce else None
+        for tag, per_token in ce.items():
+            rec[f"{name}_{tag}"] = [round(float(v), 4) for v in per_scale_ce(per_token, spec)]
+            if masks is not None:
+                rec[f"{name}_last_scale_{tag}"] = last_scale_ce_split(per_token, spec, *masks)
                 print(f"{name} last scale, {tag} prompts: {rec[f'{name}_last_scale_{tag}']}")
     if args.completion:
         source = enc if args.completion_split == "test" else cache

@@ -19,8 +19,7 @@ from omegaconf import OmegaConf
 from probe_log import ROOT  # scripts/research/probe_log.py
 
 from hartkit.ar_models.token_cache import load_cache
-from hartkit.data.builder import as_data_config
-from hartkit.data.synthscenes import render_scene
+from hartkit.data.builder import as_data_config, render_synthscene
 
 PER_KIND = 480
 
@@ -49,8 +48,7 @@ def main() -> None:
         last = idx[:, -side * side:].view(-1, side, side)
         rows = []
         for i in range(idx.shape[0]):
-            _, _, layout = render_scene(cfg.seed, "train", i, cfg.resolution, cfg.max_objects, tuple(cfg.backgrounds),
-                                        cfg.supersample, cfg.noise_grain)
+            _, _, layout = render_synthscene(cfg, "train", i)
             cell = layout.resolution / side
             (cx, cy), main_obj = layout.main.center, layout.main
             col, row = int(cx // cell), int(cy // cell)
